@@ -1,0 +1,83 @@
+import path from 'node:path';
+
+/**
+ * Every setting Conveyor reads from the environment, with its default. The README's configuration
+ * table is checked against this list by a test, so the two cannot drift apart.
+ */
+export const SETTINGS = {
+  DATABASE_URL: {
+    default: 'postgres://postgres@127.0.0.1:5432/conveyor',
+    help: 'Postgres connection string. The database is created by `stack up` / `migrate` if missing.',
+  },
+  KAFKA_BROKERS: {
+    default: '127.0.0.1:9092',
+    help: 'Comma-separated Kafka bootstrap brokers.',
+  },
+  SCHEMA_REGISTRY_URL: {
+    default: 'http://127.0.0.1:8081',
+    help: "Base URL of a registry speaking Confluent Schema Registry's REST API.",
+  },
+  CONVEYOR_HOME: {
+    default: '.conveyor',
+    help: 'Folder for the local stack (data, logs, pids) and default output; relative to the working directory.',
+  },
+  KAFKA_PORT: {
+    default: '9092',
+    help: 'Port of the local Kafka broker started by `stack up` (the controller listens on the next port).',
+  },
+  SCHEMA_REGISTRY_PORT: {
+    default: '8081',
+    help: 'Port of the local schema registry started by `stack up`.',
+  },
+  LOG_LEVEL: {
+    default: 'info',
+    help: 'pino log level: trace, debug, info, warn, error, fatal.',
+  },
+} as const satisfies Record<string, { default: string; help: string }>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+export class ConfigError extends Error {
+  constructor(setting: string, problem: string) {
+    super(`${setting}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function setting(name: SettingName, env: NodeJS.ProcessEnv = process.env): string {
+  const value = env[name];
+  return value === undefined || value === '' ? SETTINGS[name].default : value;
+}
+
+export function portSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env): number {
+  const raw = setting(name, env);
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError(name, `expected a TCP port (1-65535), got "${raw}"`);
+  }
+  return port;
+}
+
+export function conveyorHome(env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(setting('CONVEYOR_HOME', env));
+}
+
+export function kafkaBrokers(env: NodeJS.ProcessEnv = process.env): string[] {
+  const brokers = setting('KAFKA_BROKERS', env)
+    .split(',')
+    .map((b) => b.trim())
+    .filter(Boolean);
+  if (brokers.length === 0) throw new ConfigError('KAFKA_BROKERS', 'no broker given');
+  return brokers;
+}
+
+/** The connection string with its password masked, safe for logs and error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable url>';
+  }
+}

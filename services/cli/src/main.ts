@@ -1,0 +1,21 @@
+import { Command, CommanderError } from 'commander';
+import { registerMigrateCommand } from './migrate-command.ts';
+import { registerStackCommands } from './stack-commands.ts';
+
+const program = new Command()
+  .name('conveyor')
+  .description('Ingestion into Kafka and a partitioned dataset: safe to retry, safe to replay.')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerStackCommands(program);
+registerMigrateCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) process.exit(error.exitCode);
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`conveyor: ${message}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,162 @@
+import type { Queryable } from '../db/index.ts';
+
+/**
+ * The hand-off every ingestion path uses: inside the caller's own transaction, store each event once
+ * in raw_events and, only when it is new, give it one outbox row for the relay to publish.
+ */
+
+/** Fixed for the life of a database: changing it would move keys between shards mid-stream. */
+export const OUTBOX_SHARDS = 16;
+
+export interface NewEvent {
+  source: string;
+  eventId: string;
+  eventType: string;
+  /** Kafka key; events of one entity key are published in the order they were appended. */
+  entityKey: string;
+  eventTime: Date;
+  payload: Record<string, unknown>;
+  /** Where the event came from (delivery id, request URL, file, ...). Values are strings. */
+  lineage?: Record<string, string>;
+  /** Defaults to topicFor(source). */
+  topic?: string;
+}
+
+export type AppendStatus = 'ACCEPTED' | 'DUPLICATE';
+
+export interface AppendResult {
+  eventId: string;
+  status: AppendStatus;
+  /** The outbox row created for an accepted event. */
+  outboxId?: string;
+}
+
+export class OutboxInputError extends Error {
+  constructor(
+    readonly index: number,
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`event[${index}].${field}: ${problem}`);
+    this.name = 'OutboxInputError';
+  }
+}
+
+const TOPIC_SAFE = /^[A-Za-z0-9._-]+$/;
+/** A JSON \u0000 escape not preceded by an escaped backslash. */
+const ESCAPED_NUL = /(^|[^\\])(\\\\)*\\u0000/;
+
+/** Topic naming: one topic per source. Its value subject is `<topic>-value` (TopicNameStrategy). */
+export function topicFor(source: string): string {
+  return `conveyor.${source}`;
+}
+
+/** FNV-1a: a small, stable hash, so a key's shard never depends on the runtime or the database. */
+export function shardOf(entityKey: string, shards = OUTBOX_SHARDS): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < entityKey.length; i++) {
+    hash ^= entityKey.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % shards;
+}
+
+/** Checks one event and returns its payload as JSON, so the payload is serialised once. */
+function validate(event: NewEvent, index: number): string {
+  const text = (field: keyof NewEvent, max: number) => {
+    const value = event[field];
+    if (typeof value !== 'string' || value.length === 0) {
+      throw new OutboxInputError(index, field, 'must be a non-empty string');
+    }
+    if (value.length > max) throw new OutboxInputError(index, field, `longer than ${max} characters`);
+    if (value.includes('\u0000')) throw new OutboxInputError(index, field, 'contains a NUL character');
+  };
+  text('source', 200);
+  if (!TOPIC_SAFE.test(event.source)) {
+    throw new OutboxInputError(index, 'source', 'may contain only letters, digits, ".", "_" and "-"');
+  }
+  text('eventId', 500);
+  text('eventType', 200);
+  text('entityKey', 1000);
+  if (event.topic !== undefined && !TOPIC_SAFE.test(event.topic)) {
+    throw new OutboxInputError(index, 'topic', 'not a valid Kafka topic name');
+  }
+  if (!(event.eventTime instanceof Date) || Number.isNaN(event.eventTime.getTime())) {
+    throw new OutboxInputError(index, 'eventTime', 'must be a valid date');
+  }
+  const year = event.eventTime.getUTCFullYear();
+  if (year < 1970 || year > 9999) throw new OutboxInputError(index, 'eventTime', `year ${year} is out of range`);
+  if (event.payload === null || typeof event.payload !== 'object' || Array.isArray(event.payload)) {
+    throw new OutboxInputError(index, 'payload', 'must be a JSON object');
+  }
+  const json = JSON.stringify(event.payload);
+  // Postgres jsonb cannot store the NUL character; refuse it here rather than fail the whole batch later.
+  if (ESCAPED_NUL.test(json)) throw new OutboxInputError(index, 'payload', 'contains a \\u0000 (NUL) character');
+  return json;
+}
+
+// One statement, one round trip for the whole batch: insert the raw events, skip those already stored,
+// and give an outbox row only to the ones this statement inserted, in input order.
+const APPEND_SQL = `
+WITH input AS (
+  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                       $7::jsonb[], $8::jsonb[], $9::text[], $10::smallint[])
+    AS t(ord, source, event_id, event_type, entity_key, event_time, payload, lineage, topic, shard)
+),
+inserted AS (
+  INSERT INTO raw_events (source, event_id, event_type, entity_key, event_time, payload, lineage)
+  SELECT source, event_id, event_type, entity_key, event_time, payload, lineage FROM input ORDER BY ord
+  ON CONFLICT (source, event_id) DO NOTHING
+  RETURNING source, event_id
+),
+queued AS (
+  INSERT INTO outbox (source, event_id, topic, shard)
+  SELECT i.source, i.event_id, i.topic, i.shard
+  FROM input i JOIN inserted USING (source, event_id)
+  ORDER BY i.ord
+  RETURNING id, source, event_id
+)
+SELECT input.ord, queued.id::text AS outbox_id
+FROM input LEFT JOIN queued USING (source, event_id)
+ORDER BY input.ord`;
+
+/**
+ * Appends events inside the caller's transaction (pass the transaction's client). Returns, per input
+ * event and in input order, ACCEPTED (stored now, outbox row created) or DUPLICATE (already stored:
+ * nothing written). A repeat of an event earlier in the same batch is a DUPLICATE too. Invalid input
+ * throws OutboxInputError before anything is written.
+ */
+export async function appendEvents(client: Queryable, events: NewEvent[]): Promise<AppendResult[]> {
+  const payloads = events.map(validate);
+  const seen = new Set<string>();
+  const unique: Array<{ event: NewEvent; index: number; payload: string }> = [];
+  events.forEach((event, index) => {
+    const key = `${event.source}\u0000${event.eventId}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      unique.push({ event, index, payload: payloads[index]! });
+    }
+  });
+  const outboxIds = new Map<number, string | null>();
+  if (unique.length > 0) {
+    const { rows } = await client.query<{ ord: number; outbox_id: string | null }>(APPEND_SQL, [
+      unique.map((u) => u.index),
+      unique.map((u) => u.event.source),
+      unique.map((u) => u.event.eventId),
+      unique.map((u) => u.event.eventType),
+      unique.map((u) => u.event.entityKey),
+      unique.map((u) => u.event.eventTime.toISOString()),
+      unique.map((u) => u.payload),
+      unique.map((u) => JSON.stringify(u.event.lineage ?? {})),
+      unique.map((u) => u.event.topic ?? topicFor(u.event.source)),
+      unique.map((u) => shardOf(u.event.entityKey)),
+    ]);
+    for (const row of rows) outboxIds.set(row.ord, row.outbox_id);
+  }
+  return events.map((event, index) => {
+    const outboxId = outboxIds.get(index);
+    return outboxId
+      ? { eventId: event.eventId, status: 'ACCEPTED', outboxId }
+      : { eventId: event.eventId, status: 'DUPLICATE' };
+  });
+}

@@ -41,7 +41,9 @@ describe('appendEvents', () => {
     const { rows } = await pool.query('SELECT event_id, topic, shard FROM outbox WHERE source = $1 ORDER BY id', [
       source,
     ]);
-    expect(rows).toEqual(['a', 'b', 'c'].map((id) => ({ event_id: id, topic: topicFor(source), shard: shardOf('k1') })));
+    expect(rows).toEqual(
+      ['a', 'b', 'c'].map((id) => ({ event_id: id, topic: topicFor(source), shard: shardOf('k1') })),
+    );
   });
 
   it('uses one round trip for a whole batch', async () => {

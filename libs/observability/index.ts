@@ -1,0 +1,81 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { type Logger, pino } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { setting } from '../config/index.ts';
+
+export type { Logger } from 'pino';
+export { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Paths whose values pino replaces with "[redacted]": secrets never reach the logs. */
+const REDACT = [
+  'password',
+  'secret',
+  'secrets',
+  'token',
+  'authorization',
+  '*.password',
+  '*.secret',
+  '*.secrets',
+  '*.token',
+  '*.authorization',
+  'headers.authorization',
+  'headers["x-hub-signature-256"]',
+  'headers["stripe-signature"]',
+  'headers["webhook-signature"]',
+];
+
+/** Structured JSON logs on stdout; `service` is on every line, add event_id / source as child bindings. */
+export function createLogger(service: string, options: { level?: string } = {}): Logger {
+  return pino({
+    level: options.level ?? setting('LOG_LEVEL'),
+    base: { service },
+    redact: { paths: REDACT, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
+}
+
+/** A metrics registry per service, with the process metrics (RSS, event loop lag, GC). */
+export function createMetrics(service: string): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service });
+  collectDefaultMetrics({ register: registry, prefix: 'conveyor_' });
+  return registry;
+}
+
+export interface OpsServerOptions {
+  metrics: Registry;
+  /** Liveness: the process is working. */
+  healthy?: () => Promise<boolean> | boolean;
+  /** Readiness: its dependencies answer. Defaults to `healthy`. */
+  ready?: () => Promise<boolean> | boolean;
+}
+
+/** Adds GET /metrics, /healthz and /readyz to a Fastify app (a service's own, or a bare one). */
+export function registerOpsRoutes(app: FastifyInstance, options: OpsServerOptions): void {
+  const healthy = options.healthy ?? (() => true);
+  const ready = options.ready ?? healthy;
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', options.metrics.contentType);
+    return options.metrics.metrics();
+  });
+  app.get('/healthz', async (_request, reply) => {
+    const ok = await healthy();
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unhealthy' });
+  });
+  app.get('/readyz', async (_request, reply) => {
+    const ok = await ready();
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready' });
+  });
+}
+
+/** A small HTTP server with only the ops routes, for services that serve nothing else (relay, sink). */
+export async function startOpsServer(
+  options: OpsServerOptions & { port: number; host?: string },
+): Promise<{ close: () => Promise<void>; port: number }> {
+  const app = Fastify({ logger: false });
+  registerOpsRoutes(app, options);
+  await app.listen({ port: options.port, host: options.host ?? '127.0.0.1' });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  return { close: () => app.close(), port };
+}

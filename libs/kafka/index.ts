@@ -28,3 +28,28 @@ export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promis
     if ((error as { type?: string }).type !== 'TOPIC_ALREADY_EXISTS') throw error;
   }
 }
+
+/** Headers the relay puts on every record (values are UTF-8 strings). */
+export const HEADER = {
+  eventId: 'conveyor.event_id',
+  source: 'conveyor.source',
+  eventType: 'conveyor.event_type',
+  outboxId: 'conveyor.outbox_id',
+} as const;
+
+/** One DLQ topic for every stage; a record's headers say why it is there and where it came from. */
+export const DLQ_TOPIC = 'conveyor.dlq';
+
+export const DLQ_HEADER = {
+  reason: 'conveyor.dlq.reason',
+  errorClass: 'conveyor.dlq.error_class',
+  message: 'conveyor.dlq.message',
+  stage: 'conveyor.dlq.stage',
+  originalTopic: 'conveyor.dlq.original_topic',
+  originalPartition: 'conveyor.dlq.original_partition',
+  originalOffset: 'conveyor.dlq.original_offset',
+  failedAt: 'conveyor.dlq.failed_at',
+} as const;
+
+/** Topics the relay publishes events to start with this prefix (see libs/outbox topicFor). */
+export const EVENT_TOPIC_PATTERN = /^conveyor\.(?!dlq$)[A-Za-z0-9._-]+$/;

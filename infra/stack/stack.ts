@@ -125,6 +125,7 @@ export async function stackUp(layout: StackLayout, progress: Progress): Promise<
         `${part.name} did not become healthy within ${part.startTimeoutMs / 1000}s. Last lines of ${logFile}:\n${tail(logFile, 25)}`,
       );
     }
+    await part.afterStart?.();
     say(`healthy in ${((Date.now() - started) / 1000).toFixed(1)}s (pid ${pid}, ${part.address})`);
   }
 

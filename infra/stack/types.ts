@@ -18,5 +18,7 @@ export interface StackPart {
   prepare(progress: Progress): Promise<void>;
   command(): { command: string; args: string[]; env?: NodeJS.ProcessEnv; uid?: number; gid?: number };
   healthy(): Promise<boolean>;
+  /** Runs once the part is healthy after a start. */
+  afterStart?(): Promise<void>;
   dataDirs: string[];
 }

@@ -14,7 +14,7 @@ export const SETTINGS = {
     help: 'Comma-separated Kafka bootstrap brokers.',
   },
   SCHEMA_REGISTRY_URL: {
-    default: 'http://127.0.0.1:8081',
+    default: 'http://127.0.0.1:8081/apis/ccompat/v7',
     help: "Base URL of a registry speaking Confluent Schema Registry's REST API.",
   },
   CONVEYOR_HOME: {
@@ -27,11 +27,43 @@ export const SETTINGS = {
   },
   SCHEMA_REGISTRY_PORT: {
     default: '8081',
-    help: 'Port of the local schema registry started by `stack up`.',
+    help: 'Port of the local schema registry started by `stack up` (its management port is this + 1000).',
+  },
+  RELAY_PORT: {
+    default: '9464',
+    help: "Port of the relay's /metrics and /healthz (0 picks a free port).",
+  },
+  RELAY_BATCH_SIZE: {
+    default: '500',
+    help: 'Outbox rows the relay publishes per Kafka transaction and shard.',
+  },
+  RELAY_AUTO_REGISTER: {
+    default: 'false',
+    help: 'true lets the relay register a new compatible schema version itself; false (production) requires `conveyor schema register`.',
+  },
+  RELAY_TOPIC_PARTITIONS: {
+    default: '6',
+    help: 'Partitions of the event topics the relay creates.',
+  },
+  RELAY_RETENTION_HOURS: {
+    default: '24',
+    help: 'Published outbox rows older than this are deleted (in batches); 0 keeps them.',
+  },
+  RELAY_LEASE_TTL_MS: {
+    default: '15000',
+    help: "How long a relay's shard lease lasts without renewal; a dead relay's shards move after this.",
   },
   LOG_LEVEL: {
     default: 'info',
     help: 'pino log level: trace, debug, info, warn, error, fatal.',
+  },
+  CONVEYOR_SOURCES_DIR: {
+    default: 'sources',
+    help: 'Folder of pull source definitions (*.yaml, *.yml, *.json), loaded after the built-ins; relative to the working directory.',
+  },
+  PULL_LEASE_SECONDS: {
+    default: '30',
+    help: 'Lifetime of the lease that keeps one source from running twice at once; renewed every third of it while a run is alive.',
   },
 } as const satisfies Record<string, { default: string; help: string }>;
 
@@ -56,6 +88,21 @@ export function portSetting(name: SettingName, env: NodeJS.ProcessEnv = process.
     throw new ConfigError(name, `expected a TCP port (1-65535), got "${raw}"`);
   }
   return port;
+}
+
+export function intSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env, min = 0): number {
+  const raw = setting(name, env);
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min)
+    throw new ConfigError(name, `expected an integer >= ${min}, got "${raw}"`);
+  return value;
+}
+
+export function boolSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env): boolean {
+  const raw = setting(name, env).toLowerCase();
+  if (['true', '1', 'yes'].includes(raw)) return true;
+  if (['false', '0', 'no'].includes(raw)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
 }
 
 export function conveyorHome(env: NodeJS.ProcessEnv = process.env): string {

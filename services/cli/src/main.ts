@@ -1,5 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { registerMigrateCommand } from './migrate-command.ts';
+import { registerPullCommand } from './pull-command.ts';
+import { registerRelayCommand } from './relay-command.ts';
+import { registerSchemaCommands } from './schema-command.ts';
 import { registerStackCommands } from './stack-commands.ts';
 
 const program = new Command()
@@ -10,6 +13,9 @@ const program = new Command()
 
 registerStackCommands(program);
 registerMigrateCommand(program);
+registerPullCommand(program);
+registerRelayCommand(program);
+registerSchemaCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,24 @@
+-- Up Migration
+
+-- Relays that are alive, so each can take a fair share of the shards (ceil(shards / live relays)).
+CREATE TABLE relay_instances (
+  owner         text PRIMARY KEY,
+  heartbeat_at  timestamptz NOT NULL
+);
+
+-- Wake relays the moment outbox rows commit (NOTIFY is delivered at commit); they also poll as a fallback.
+CREATE FUNCTION conveyor_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('conveyor_outbox', '');
+  RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER outbox_notify
+  AFTER INSERT ON outbox
+  FOR EACH STATEMENT EXECUTE FUNCTION conveyor_outbox_notify();
+
+-- Down Migration
+DROP TRIGGER outbox_notify ON outbox;
+DROP FUNCTION conveyor_outbox_notify();
+DROP TABLE relay_instances;

@@ -1,0 +1,55 @@
+import { firstInvalidPath, type TopicContract } from '../../libs/registry/contracts.ts';
+import { encodeWire } from '../../libs/registry/index.ts';
+
+/** An outbox row joined with its raw event, as the relay reads it. */
+export interface PendingRow {
+  id: string;
+  topic: string;
+  source: string;
+  event_id: string;
+  event_type: string;
+  entity_key: string;
+  event_time: Date;
+  ingested_at: Date;
+  created_at: Date;
+  /** jsonb as text, so an untyped payload is never parsed and re-serialised. */
+  payload: string;
+  lineage: Record<string, unknown>;
+}
+
+export class EncodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EncodeError';
+  }
+}
+
+/** The Avro value of the envelope for one row; lineage gains the outbox id. */
+export function envelopeOf(row: PendingRow, contract: TopicContract): Record<string, unknown> {
+  const lineage: Record<string, string> = { outbox_id: row.id };
+  for (const [key, value] of Object.entries(row.lineage)) {
+    lineage[key] = typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  return {
+    event_id: row.event_id,
+    source: row.source,
+    event_type: row.event_type,
+    entity_key: row.entity_key,
+    event_time: row.event_time.getTime(),
+    ingested_at: row.ingested_at.getTime(),
+    payload: contract.typedPayload ? (JSON.parse(row.payload) as unknown) : row.payload,
+    lineage,
+  };
+}
+
+/** Confluent wire-format bytes for the row, or an EncodeError naming the field that does not fit. */
+export function encodeRow(row: PendingRow, contract: TopicContract, schemaId: number): Buffer {
+  const value = envelopeOf(row, contract);
+  try {
+    return encodeWire(schemaId, contract.type, value);
+  } catch (error) {
+    // Only on failure: walk the value to name the field that does not fit.
+    const where = firstInvalidPath(contract.type, value) ?? (error as Error).message;
+    throw new EncodeError(`event ${row.event_id} does not match the ${row.source} contract: ${where}`);
+  }
+}

@@ -1,0 +1,389 @@
+import os from 'node:os';
+import type { Kafka, Producer } from 'kafkajs';
+import pg from 'pg';
+import type { Pool } from '../../libs/db/index.ts';
+import { type Admin, DLQ_HEADER, DLQ_TOPIC, ensureTopics, HEADER } from '../../libs/kafka/index.ts';
+import { Counter, Gauge, Histogram, type Logger, type Registry } from '../../libs/observability/index.ts';
+import { OUTBOX_SHARDS } from '../../libs/outbox/index.ts';
+import { contractFor, type TopicContract } from '../../libs/registry/contracts.ts';
+import { SchemaGateError, type SchemaRegistryClient, valueSubject } from '../../libs/registry/index.ts';
+import { EncodeError, encodeRow, type PendingRow } from './encode.ts';
+import { ShardLeases } from './leases.ts';
+
+export interface RelayOptions {
+  pool: Pool;
+  /** Used for LISTEN, on a connection of its own. */
+  databaseUrl: string;
+  kafka: Kafka;
+  registry: SchemaRegistryClient;
+  logger: Logger;
+  metrics: Registry;
+  owner?: string;
+  batchSize?: number;
+  pollIntervalMs?: number;
+  leaseTtlMs?: number;
+  autoRegister?: boolean;
+  topicPartitions?: number;
+  /** Published rows older than this are deleted; 0 keeps them. */
+  retentionMs?: number;
+  transactionalIdPrefix?: string;
+  schemasDir?: string;
+}
+
+interface TopicState {
+  contract: TopicContract;
+  schemaId: number;
+}
+
+const PENDING_SQL = `
+  SELECT o.id::text AS id, o.topic, o.created_at, r.source, r.event_id, r.event_type, r.entity_key,
+         r.event_time, r.ingested_at, r.payload::text AS payload, r.lineage
+  FROM outbox o JOIN raw_events r USING (source, event_id)
+  WHERE o.shard = $1 AND o.published_at IS NULL AND o.failed_at IS NULL AND NOT (o.topic = ANY($3::text[]))
+  ORDER BY o.id
+  LIMIT $2`;
+
+/** Errors after which this relay no longer owns the shard's transactional id. */
+function isFenced(error: unknown): boolean {
+  const type = (error as { type?: string }).type ?? '';
+  return ['PRODUCER_FENCED', 'INVALID_PRODUCER_EPOCH', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED'].includes(type);
+}
+
+/**
+ * Publishes outbox rows to Kafka: per shard, in id order, inside Kafka transactions whose id is the
+ * shard's, then marks them published. At least once: a crash between the Kafka commit and the
+ * Postgres update re-publishes the same rows, with the same event ids, in the same order.
+ */
+export class Relay {
+  readonly owner: string;
+  private readonly o: Required<Omit<RelayOptions, 'owner' | 'schemasDir'>> & { schemasDir?: string };
+  private readonly leases: ShardLeases;
+  private readonly shardLoops = new Map<number, { stop: boolean; done: Promise<void> }>();
+  private readonly topics = new Map<string, TopicState>();
+  /** Topics whose schema the gate refused, with when to try again. Their rows wait. */
+  private readonly blocked = new Map<string, number>();
+  private readonly knownTopics = new Set<string>();
+  private admin?: Admin;
+  private listener?: pg.Client;
+  private running = false;
+  private wakers: Array<() => void> = [];
+  private timers: NodeJS.Timeout[] = [];
+  private readonly m;
+
+  constructor(options: RelayOptions) {
+    this.owner = options.owner ?? `${os.hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.o = {
+      batchSize: 500,
+      pollIntervalMs: 1000,
+      leaseTtlMs: 15_000,
+      autoRegister: false,
+      topicPartitions: 6,
+      retentionMs: 24 * 3600_000,
+      transactionalIdPrefix: 'conveyor-relay',
+      ...options,
+    };
+    this.leases = new ShardLeases(options.pool, this.owner, OUTBOX_SHARDS, this.o.leaseTtlMs);
+    const registers = [options.metrics];
+    this.m = {
+      published: new Counter({
+        name: 'conveyor_relay_published_total',
+        help: 'Outbox rows published to Kafka',
+        labelNames: ['topic'],
+        registers,
+      }),
+      failures: new Counter({
+        name: 'conveyor_relay_failures_total',
+        help: 'Relay failures by reason (encode: row sent to the DLQ; publish: batch retried; schema: topic held back)',
+        labelNames: ['reason'],
+        registers,
+      }),
+      schemaRefusals: new Counter({
+        name: 'conveyor_relay_schema_refusals_total',
+        help: 'Times the schema gate refused a topic schema; its rows wait',
+        labelNames: ['topic'],
+        registers,
+      }),
+      backlog: new Gauge({ name: 'conveyor_relay_outbox_backlog', help: 'Unpublished outbox rows', registers }),
+      oldestAge: new Gauge({
+        name: 'conveyor_relay_oldest_unpublished_age_seconds',
+        help: 'Age of the oldest unpublished outbox row',
+        registers,
+      }),
+      shardsHeld: new Gauge({ name: 'conveyor_relay_shards_held', help: 'Outbox shards this relay holds', registers }),
+      latency: new Histogram({
+        name: 'conveyor_relay_commit_to_ack_seconds',
+        help: 'From the outbox row commit to the Kafka transaction commit',
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        registers,
+      }),
+    };
+  }
+
+  get shardsHeld(): number[] {
+    return [...this.shardLoops.keys()].sort((a, b) => a - b);
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    this.admin = this.o.kafka.admin();
+    await this.admin.connect();
+    await ensureTopics(this.admin, [{ topic: DLQ_TOPIC, numPartitions: 3 }]);
+    this.listener = new pg.Client({ connectionString: this.o.databaseUrl, application_name: 'conveyor-relay-listen' });
+    this.listener.on('notification', () => this.wake());
+    // A lost LISTEN connection only costs latency: polling goes on.
+    this.listener.on('error', (error) => this.o.logger.warn({ err: error }, 'LISTEN connection lost; polling only'));
+    await this.listener.connect();
+    await this.listener.query('LISTEN conveyor_outbox');
+    await this.balance();
+    const renewEvery = Math.max(250, Math.floor(this.o.leaseTtlMs / 5));
+    this.every(renewEvery, () => this.balance());
+    this.every(5000, () => this.measureBacklog());
+    if (this.o.retentionMs > 0) this.every(60_000, () => this.deletePublished());
+    this.o.logger.info({ owner: this.owner, shards: this.shardsHeld }, 'relay started');
+  }
+
+  /** Stops claiming, lets each shard finish its batch, releases the leases and disconnects. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    for (const timer of this.timers) clearInterval(timer);
+    for (const loop of this.shardLoops.values()) loop.stop = true;
+    this.wake();
+    await Promise.all([...this.shardLoops.values()].map((l) => l.done));
+    this.shardLoops.clear();
+    await this.leases.leave().catch((error) => this.o.logger.warn({ err: error }, 'could not release leases'));
+    await this.listener?.end().catch(() => undefined);
+    await this.admin?.disconnect().catch(() => undefined);
+    this.o.logger.info({ owner: this.owner }, 'relay stopped');
+  }
+
+  private every(ms: number, task: () => Promise<unknown>): void {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy || !this.running) return;
+      busy = true;
+      task()
+        .catch((error) => this.o.logger.warn({ err: error }, 'relay background task failed'))
+        .finally(() => {
+          busy = false;
+        });
+    }, ms);
+    this.timers.push(timer);
+  }
+
+  private wake(): void {
+    const wakers = this.wakers;
+    this.wakers = [];
+    for (const wake of wakers) wake();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wakers.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Renews leases, drops shards lost to expiry, releases extras above the fair share, claims the rest. */
+  private async balance(): Promise<void> {
+    const { held, fairShare } = await this.leases.renew();
+    const stillHeld = new Set(held);
+    for (const [shard, loop] of this.shardLoops) {
+      if (!stillHeld.has(shard)) {
+        this.o.logger.warn({ shard }, 'lease lost; stopping the shard');
+        loop.stop = true;
+      }
+    }
+    const extra = held.slice(fairShare);
+    if (extra.length > 0) {
+      for (const shard of extra) {
+        const loop = this.shardLoops.get(shard);
+        if (loop) loop.stop = true;
+      }
+      await Promise.all(extra.map((s) => this.shardLoops.get(s)?.done));
+      await this.leases.release(extra);
+    }
+    if (this.running) {
+      const claimed = await this.leases.claim(fairShare - Math.min(held.length, fairShare));
+      for (const shard of claimed) this.startShard(shard);
+      for (const shard of held.slice(0, fairShare)) if (!this.shardLoops.has(shard)) this.startShard(shard);
+    }
+    this.m.shardsHeld.set(this.shardLoops.size);
+  }
+
+  private startShard(shard: number): void {
+    const loop = { stop: false, done: Promise.resolve() };
+    loop.done = this.runShard(shard, loop).finally(() => {
+      if (this.shardLoops.get(shard) === loop) this.shardLoops.delete(shard);
+    });
+    this.shardLoops.set(shard, loop);
+  }
+
+  private async runShard(shard: number, loop: { stop: boolean }): Promise<void> {
+    let producer: Producer | undefined;
+    let backoffMs = 250;
+    while (this.running && !loop.stop) {
+      try {
+        if (!producer) {
+          // Same transactional id on every relay: connecting fences any previous holder of the shard.
+          producer = this.o.kafka.producer({
+            transactionalId: `${this.o.transactionalIdPrefix}-shard-${shard}`,
+            idempotent: true,
+            maxInFlightRequests: 1,
+          });
+          await producer.connect();
+        }
+        const published = await this.publishBatch(shard, producer);
+        backoffMs = 250;
+        if (published === 0) await this.sleep(this.o.pollIntervalMs);
+      } catch (error) {
+        this.m.failures.inc({ reason: 'publish' });
+        if (isFenced(error)) {
+          this.o.logger.warn({ shard }, 'fenced by another relay; giving the shard up');
+          break;
+        }
+        this.o.logger.error({ err: error, shard }, 'publishing failed; retrying');
+        await producer?.disconnect().catch(() => undefined);
+        producer = undefined;
+        await this.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 10_000);
+      }
+    }
+    await producer?.disconnect().catch(() => undefined);
+  }
+
+  private async topicState(topic: string, source: string): Promise<TopicState | undefined> {
+    const known = this.topics.get(topic);
+    if (known) return known;
+    const retryAt = this.blocked.get(topic);
+    if (retryAt !== undefined && Date.now() < retryAt) return undefined;
+    const contract = contractFor(source, this.o.schemasDir);
+    try {
+      const schemaId = await this.o.registry.gate(valueSubject(topic), contract.schema, {
+        autoRegister: this.o.autoRegister,
+      });
+      if (!this.knownTopics.has(topic)) {
+        await ensureTopics(this.admin!, [{ topic, numPartitions: this.o.topicPartitions }]);
+        this.knownTopics.add(topic);
+      }
+      const state = { contract, schemaId };
+      this.topics.set(topic, state);
+      this.blocked.delete(topic);
+      return state;
+    } catch (error) {
+      if (!(error instanceof SchemaGateError)) throw error;
+      this.m.schemaRefusals.inc({ topic });
+      this.m.failures.inc({ reason: 'schema' });
+      this.blocked.set(topic, Date.now() + 30_000);
+      this.o.logger.error({ topic, subject: error.subject, problems: error.problems }, error.message);
+      return undefined;
+    }
+  }
+
+  /** Publishes up to one batch of the shard's pending rows; returns how many rows it settled. */
+  private async publishBatch(shard: number, producer: Producer): Promise<number> {
+    const now = Date.now();
+    const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
+    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shard, this.o.batchSize, blocked]);
+    if (rows.length === 0) return 0;
+
+    const byTopic = new Map<string, Array<{ key: string; value: Buffer; headers: Record<string, string> }>>();
+    const dlq: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
+    const published: PendingRow[] = [];
+    const failed: Array<{ row: PendingRow; reason: string }> = [];
+    for (const row of rows) {
+      const state = await this.topicState(row.topic, row.source);
+      // Refused schema: this topic's rows (and so every later row of their keys) wait for the next try.
+      if (!state) continue;
+      const headers = {
+        [HEADER.eventId]: row.event_id,
+        [HEADER.source]: row.source,
+        [HEADER.eventType]: row.event_type,
+        [HEADER.outboxId]: row.id,
+      };
+      try {
+        const value = encodeRow(row, state.contract, state.schemaId);
+        const messages = byTopic.get(row.topic) ?? [];
+        messages.push({ key: row.entity_key, value, headers });
+        byTopic.set(row.topic, messages);
+        published.push(row);
+      } catch (error) {
+        if (!(error instanceof EncodeError)) throw error;
+        failed.push({ row, reason: error.message });
+        dlq.push({
+          key: row.entity_key,
+          value: Buffer.from(JSON.stringify({ ...row, payload: JSON.parse(row.payload) as unknown })),
+          headers: {
+            ...headers,
+            [DLQ_HEADER.reason]: 'encode_failed',
+            [DLQ_HEADER.errorClass]: error.name,
+            [DLQ_HEADER.message]: error.message,
+            [DLQ_HEADER.stage]: 'relay',
+            [DLQ_HEADER.originalTopic]: row.topic,
+            [DLQ_HEADER.failedAt]: new Date().toISOString(),
+          },
+        });
+      }
+    }
+    if (published.length === 0 && failed.length === 0) return 0;
+
+    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    if (dlq.length > 0) topicMessages.push({ topic: DLQ_TOPIC, messages: dlq });
+    const transaction = await producer.transaction();
+    try {
+      await transaction.sendBatch({ topicMessages, acks: -1 });
+      await transaction.commit();
+    } catch (error) {
+      await transaction.abort().catch(() => undefined);
+      throw error;
+    }
+    const ackedAt = Date.now();
+
+    // Kafka has the rows; a crash before this update re-publishes them (same ids, same order).
+    if (published.length > 0) {
+      await this.o.pool.query('UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])', [
+        published.map((r) => r.id),
+      ]);
+    }
+    if (failed.length > 0) {
+      await this.o.pool.query(
+        `UPDATE outbox SET failed_at = clock_timestamp(), failure = f.reason
+         FROM unnest($1::bigint[], $2::text[]) AS f(id, reason) WHERE outbox.id = f.id`,
+        [failed.map((f) => f.row.id), failed.map((f) => f.reason)],
+      );
+      this.m.failures.inc({ reason: 'encode' }, failed.length);
+      for (const f of failed) this.o.logger.error({ event_id: f.row.event_id, source: f.row.source }, f.reason);
+    }
+    for (const row of published) {
+      this.m.published.inc({ topic: row.topic });
+      this.m.latency.observe((ackedAt - row.created_at.getTime()) / 1000);
+    }
+    return published.length + failed.length;
+  }
+
+  private async measureBacklog(): Promise<void> {
+    const { rows } = await this.o.pool.query<{ backlog: number; oldest: number | null }>(
+      `SELECT count(*)::int AS backlog, extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS oldest
+       FROM outbox WHERE published_at IS NULL AND failed_at IS NULL`,
+    );
+    this.m.backlog.set(rows[0]!.backlog);
+    this.m.oldestAge.set(rows[0]!.oldest ?? 0);
+  }
+
+  /** Batched deletes keep each transaction short and the outbox bounded. */
+  async deletePublished(): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const { rowCount } = await this.o.pool.query(
+        `DELETE FROM outbox WHERE id IN (
+           SELECT id FROM outbox WHERE published_at < clock_timestamp() - $1 * interval '1 millisecond' LIMIT 5000)`,
+        [this.o.retentionMs],
+      );
+      deleted += rowCount ?? 0;
+      if ((rowCount ?? 0) < 5000) return deleted;
+    }
+  }
+}

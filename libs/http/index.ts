@@ -1,0 +1,341 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { type Dispatcher, request as undiciRequest } from 'undici';
+
+/**
+ * The one HTTP client every puller uses: timeouts, retries with full-jitter backoff (network errors,
+ * 429 and 5xx only), Retry-After and reset headers, a deadline, a per-host circuit breaker, optional
+ * pacing by a shared token bucket, and request fingerprints so a non-idempotent call is sent once.
+ */
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  url: string;
+  attempts: number;
+}
+
+export interface RequestSpec {
+  method?: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** Defaults to true for GET/HEAD/PUT/DELETE/OPTIONS, false otherwise (POST, PATCH). */
+  idempotent?: boolean;
+}
+
+/** Paces requests (e.g. a token bucket shared by all processes) and learns from the server's answers. */
+export interface Pacer {
+  /** Resolves when a request may be sent; returns the milliseconds waited. */
+  acquire(): Promise<number>;
+  observe(status: number, headers: Record<string, string>): Promise<void>;
+}
+
+export type StoredResponse = Pick<HttpResponse, 'status' | 'headers' | 'body'>;
+
+/** Remembers non-idempotent requests by fingerprint (see PgFingerprintStore). */
+export interface FingerprintStore {
+  /** 'new' when this call may send; a stored response when it was sent and answered before. */
+  begin(fingerprint: string, method: string, url: string): Promise<'new' | StoredResponse>;
+  /** The server answered 2xx/3xx: keep the answer for every later identical call. */
+  complete(fingerprint: string, response: StoredResponse): Promise<void>;
+  /** The server refused it (4xx): it was not carried out, so a later call may send it again. */
+  forget(fingerprint: string): Promise<void>;
+}
+
+export type WaitReason = 'retry-after' | 'backoff' | 'rate-limit';
+
+export interface HttpClientOptions {
+  /** Per attempt, headers and body included. */
+  timeoutMs?: number;
+  maxAttempts?: number;
+  /** Total time for one request() including every retry and wait. */
+  deadlineMs?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  breaker?: { failureThreshold?: number; cooldownMs?: number };
+  pacer?: Pacer;
+  fingerprints?: FingerprintStore;
+  metrics?: Registry;
+  dispatcher?: Dispatcher;
+  /** Called before every wait, for progress output. */
+  onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+}
+
+export class HttpError extends Error {
+  constructor(
+    message: string,
+    readonly url: string,
+    readonly status?: number,
+    readonly body?: string,
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}
+
+export class CircuitOpenError extends HttpError {
+  constructor(host: string, url: string, retryInMs: number) {
+    super(`circuit open for ${host}: too many consecutive failures; next probe in ${Math.ceil(retryInMs)} ms`, url);
+    this.name = 'CircuitOpenError';
+  }
+}
+
+export class UnknownOutcomeError extends HttpError {
+  constructor(method: string, url: string, fingerprint: string) {
+    super(
+      `${method} ${url} was sent before and its outcome is unknown (fingerprint ${fingerprint}); ` +
+        'not repeating a non-idempotent request. Check the server, then delete the row from http_request_fingerprints to allow it again.',
+      url,
+    );
+    this.name = 'UnknownOutcomeError';
+  }
+}
+
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+const SECRET_PARAMS = /^(api[_-]?key|key|token|access[_-]?token|client[_-]?secret|secret|password|sig|signature)$/i;
+const BODY_IN_ERROR = 500;
+
+/** sha256(method + url + body): the identity of a request for idempotency. */
+export function requestFingerprint(method: string, url: string, body = ''): string {
+  return createHash('sha256').update(method.toUpperCase()).update(url).update(body).digest('hex');
+}
+
+/** The URL with secret-looking query values masked, for logs, errors and stored rows. */
+export function redactSecrets(url: string): string {
+  try {
+    const parsed = new URL(url);
+    for (const name of [...parsed.searchParams.keys()]) {
+      if (SECRET_PARAMS.test(name)) parsed.searchParams.set(name, '***');
+    }
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable url>';
+  }
+}
+
+/**
+ * How long the server asked us to wait: Retry-After (seconds or HTTP-date), else X-RateLimit-Reset /
+ * RateLimit-Reset (epoch seconds when large, as GitHub sends; otherwise seconds from now).
+ */
+export function serverWaitMs(headers: Record<string, string>, nowMs = Date.now()): number | undefined {
+  const retryAfter = headers['retry-after']?.trim();
+  if (retryAfter) {
+    if (/^\d+(\.\d+)?$/.test(retryAfter)) return Number(retryAfter) * 1000;
+    const at = Date.parse(retryAfter);
+    if (!Number.isNaN(at)) return Math.max(0, at - nowMs);
+  }
+  const reset = (headers['x-ratelimit-reset'] ?? headers['ratelimit-reset'])?.trim();
+  if (reset && /^\d+(\.\d+)?$/.test(reset)) {
+    const value = Number(reset);
+    return value > 1e9 ? Math.max(0, value * 1000 - nowMs) : value * 1000;
+  }
+  return undefined;
+}
+
+/** GitHub signals an exhausted quota with 403 and X-RateLimit-Remaining: 0 rather than 429. */
+function isRateLimited(status: number, headers: Record<string, string>): boolean {
+  return status === 429 || (status === 403 && headers['x-ratelimit-remaining'] === '0');
+}
+
+function flattenHeaders(raw: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    if (value !== undefined) out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return out;
+}
+
+interface HostCircuit {
+  failures: number;
+  openedAt?: number;
+  probing: boolean;
+}
+
+/** Opens after N consecutive failures of one host; after the cool-down one probe decides. */
+class CircuitBreaker {
+  private readonly hosts = new Map<string, HostCircuit>();
+
+  constructor(
+    private readonly threshold: number,
+    private readonly cooldownMs: number,
+    private readonly gauge?: Gauge,
+  ) {}
+
+  enter(host: string, url: string): void {
+    const circuit = this.hosts.get(host);
+    if (circuit?.openedAt === undefined) return;
+    const waited = Date.now() - circuit.openedAt;
+    if (waited < this.cooldownMs || circuit.probing) {
+      throw new CircuitOpenError(host, url, Math.max(0, this.cooldownMs - waited));
+    }
+    circuit.probing = true;
+  }
+
+  succeeded(host: string): void {
+    this.hosts.delete(host);
+    this.gauge?.set({ host }, 0);
+  }
+
+  failed(host: string): void {
+    const circuit = this.hosts.get(host) ?? { failures: 0, probing: false };
+    circuit.failures += 1;
+    if (circuit.probing || circuit.failures >= this.threshold) {
+      circuit.openedAt = Date.now();
+      circuit.probing = false;
+      this.gauge?.set({ host }, 1);
+    }
+    this.hosts.set(host, circuit);
+  }
+}
+
+function metric<T>(registry: Registry | undefined, name: string, create: (registers: Registry[]) => T): T | undefined {
+  if (!registry) return undefined;
+  return (registry.getSingleMetric(name) as T | undefined) ?? create([registry]);
+}
+
+export class HttpClient {
+  private readonly timeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly deadlineMs: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly breaker: CircuitBreaker;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly random: () => number;
+  private readonly requests?: Counter;
+  private readonly retries?: Counter;
+
+  constructor(private readonly options: HttpClientOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.maxAttempts = options.maxAttempts ?? 8;
+    this.deadlineMs = options.deadlineMs ?? 300_000;
+    this.baseDelayMs = options.baseDelayMs ?? 500;
+    this.maxDelayMs = options.maxDelayMs ?? 30_000;
+    this.sleep = options.sleep ?? ((ms) => delay(ms));
+    this.random = options.random ?? Math.random;
+    const registry = options.metrics;
+    this.requests = metric(
+      registry,
+      'conveyor_http_requests_total',
+      (registers) =>
+        new Counter({ name: 'conveyor_http_requests_total', help: 'HTTP attempts by host and status', labelNames: ['host', 'status'], registers }),
+    );
+    this.retries = metric(
+      registry,
+      'conveyor_http_retries_total',
+      (registers) =>
+        new Counter({ name: 'conveyor_http_retries_total', help: 'HTTP retries by host and reason', labelNames: ['host', 'reason'], registers }),
+    );
+    const circuit = metric(
+      registry,
+      'conveyor_http_circuit_open',
+      (registers) =>
+        new Gauge({ name: 'conveyor_http_circuit_open', help: '1 while the circuit of a host is open', labelNames: ['host'], registers }),
+    );
+    this.breaker = new CircuitBreaker(options.breaker?.failureThreshold ?? 5, options.breaker?.cooldownMs ?? 30_000, circuit);
+  }
+
+  /**
+   * Sends the request, retrying what is safe to retry. Resolves with any 2xx/3xx response; throws
+   * HttpError for other 4xx (with the body), or when attempts or the deadline run out.
+   */
+  async request(spec: RequestSpec): Promise<HttpResponse> {
+    const method = (spec.method ?? 'GET').toUpperCase();
+    const idempotent = spec.idempotent ?? IDEMPOTENT_METHODS.has(method);
+    const shownUrl = redactSecrets(spec.url);
+    const host = new URL(spec.url).host;
+    const store = idempotent ? undefined : this.options.fingerprints;
+    const fingerprint = store ? requestFingerprint(method, spec.url, spec.body) : undefined;
+    if (store && fingerprint) {
+      const earlier = await store.begin(fingerprint, method, shownUrl);
+      if (earlier !== 'new') return { ...earlier, url: spec.url, attempts: 0 };
+    }
+
+    const started = Date.now();
+    let lastProblem = '';
+    for (let attempt = 1; ; attempt++) {
+      this.breaker.enter(host, shownUrl);
+      if (this.options.pacer) {
+        const waited = await this.options.pacer.acquire();
+        if (waited > 0) this.options.onWait?.({ url: shownUrl, reason: 'rate-limit', ms: waited });
+      }
+      let waitMs: number;
+      let reason: WaitReason = 'backoff';
+      let status: number | undefined;
+      try {
+        const response = await this.send(method, spec);
+        this.requests?.inc({ host, status: String(response.status) });
+        await this.options.pacer?.observe(response.status, response.headers);
+        const { headers } = response;
+        status = response.status;
+        if (status < 400) {
+          this.breaker.succeeded(host);
+          if (store && fingerprint) await store.complete(fingerprint, response);
+          return { ...response, url: spec.url, attempts: attempt };
+        }
+        const snippet = response.body.slice(0, BODY_IN_ERROR);
+        if (status >= 500) this.breaker.failed(host);
+        else this.breaker.succeeded(host);
+        const rateLimited = isRateLimited(status, headers);
+        // A 5xx may have been carried out: only idempotent requests retry it.
+        const retryable = rateLimited || (status >= 500 && idempotent);
+        if (!retryable) {
+          if (store && fingerprint && status < 500) await store.forget(fingerprint);
+          throw new HttpError(`${method} ${shownUrl} answered ${status}: ${snippet}`, shownUrl, status, snippet);
+        }
+        lastProblem = `answered ${status}: ${snippet}`;
+        const asked = serverWaitMs(headers);
+        if (asked !== undefined && (rateLimited || status === 503)) {
+          // Never earlier than the server asked; a little jitter so processes do not return in lockstep.
+          waitMs = asked + this.random() * Math.min(1000, asked * 0.1 + 50);
+          reason = 'retry-after';
+        } else {
+          waitMs = this.backoff(attempt);
+        }
+        this.retries?.inc({ host, reason: String(status) });
+      } catch (error) {
+        if (error instanceof HttpError) throw error;
+        const code = (error as { code?: string }).code ?? (error as Error).name;
+        lastProblem = `${code}: ${(error as Error).message}`;
+        this.requests?.inc({ host, status: 'error' });
+        this.breaker.failed(host);
+        // Connection refused means nothing was sent; any other network error may have been carried out.
+        if (!idempotent && code !== 'ECONNREFUSED') {
+          throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
+        }
+        waitMs = this.backoff(attempt);
+        this.retries?.inc({ host, reason: 'network' });
+      }
+      const elapsed = Date.now() - started;
+      if (attempt >= this.maxAttempts || elapsed + waitMs > this.deadlineMs) {
+        const limit = attempt >= this.maxAttempts ? `${attempt} attempts` : `the ${this.deadlineMs} ms deadline`;
+        throw new HttpError(`${method} ${shownUrl} gave up after ${limit}; last: ${lastProblem}`, shownUrl);
+      }
+      this.options.onWait?.({ url: shownUrl, reason, ms: waitMs, status });
+      await this.sleep(waitMs);
+    }
+  }
+
+  /** Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]. */
+  private backoff(attempt: number): number {
+    return this.random() * Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
+  }
+
+  private async send(method: string, spec: RequestSpec): Promise<Omit<HttpResponse, 'url' | 'attempts'>> {
+    const response = await undiciRequest(spec.url, {
+      method: method as Dispatcher.HttpMethod,
+      headers: spec.headers,
+      body: spec.body,
+      signal: AbortSignal.timeout(this.timeoutMs),
+      dispatcher: this.options.dispatcher,
+    });
+    const body = await response.body.text();
+    return { status: response.statusCode, headers: flattenHeaders(response.headers), body };
+  }
+}

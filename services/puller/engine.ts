@@ -1,0 +1,480 @@
+import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
+import type { Pool, PoolClient } from '../../libs/db/index.ts';
+import { withTransaction } from '../../libs/db/index.ts';
+import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
+import { HttpClient, type HttpResponse, redactSecrets, type WaitReason } from '../../libs/http/index.ts';
+import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
+import type { SourceDefinition } from './definition.ts';
+
+/**
+ * Runs one pull of one declarative source: page through the API, turn records into events, and
+ * commit events + checkpoint so that the checkpoint never covers data that is not stored.
+ */
+
+export interface Checkpoint {
+  /** incremental cursor: the position of the next page to fetch (or of the last page, when done). */
+  cursor?: string;
+  /** incremental watermark: max updated_at committed; newest_first: max key committed. */
+  watermark?: string;
+  etag?: string;
+  /** The server's poll interval (X-Poll-Interval): no run before this instant (ISO). */
+  not_before?: string;
+}
+
+export interface RunStats {
+  pages: number;
+  records: number;
+  accepted: number;
+  duplicates: number;
+  stale: number;
+  quarantined: number;
+  notModified: boolean;
+  throttled: number;
+  waitedMs: number;
+  skipped?: string;
+  checkpoint: Checkpoint;
+}
+
+export interface PageProgress {
+  page: number;
+  url: string;
+  records: number;
+  accepted: number;
+  duplicates: number;
+  stale: number;
+  quarantined: number;
+}
+
+export interface RunOptions {
+  pool: Pool;
+  /** Lease holder: every page transaction checks the lease is still ours (fencing). */
+  owner: string;
+  env?: NodeJS.ProcessEnv;
+  onPage?: (progress: PageProgress) => void;
+  onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
+  /** Overrides the definition's pacing (benchmarks, tests). */
+  client?: HttpClient;
+}
+
+export class PageError extends Error {
+  constructor(url: string, problem: string) {
+    super(`malformed page from ${redactSecrets(url)}: ${problem}; checkpoint not moved`);
+    this.name = 'PageError';
+  }
+}
+
+export class LeaseLostError extends Error {
+  constructor(source: string) {
+    super(`lease on source ${source} was lost (expired or taken over); page not committed`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+export class AuthConfigError extends Error {
+  constructor(source: string, field: string, variable: string) {
+    super(`source ${source}: ${field}: environment variable ${variable} is not set`);
+    this.name = 'AuthConfigError';
+  }
+}
+
+type Json = Record<string, unknown>;
+
+/** Reads a dotted path ("data.items"); an empty path is the value itself. */
+export function pick(value: unknown, dotted: string): unknown {
+  if (dotted === '') return value;
+  let current = value;
+  for (const part of dotted.split('.')) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Json)[part];
+  }
+  return current;
+}
+
+/** ISO-8601 text or epoch seconds / milliseconds; anything else is unparseable. */
+export function parseTime(value: unknown): Date | undefined {
+  let date: Date | undefined;
+  if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
+  else if (typeof value === 'number' && Number.isFinite(value)) date = new Date(value < 1e11 ? value * 1000 : value);
+  return date && !Number.isNaN(date.getTime()) ? date : undefined;
+}
+
+/** RFC 8288: the target of rel="next", resolved against the request URL. */
+export function nextLink(header: string | undefined, base: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(/,(?=\s*<)/)) {
+    const match = /^\s*<([^>]*)>(.*)$/.exec(part);
+    if (match && /;\s*rel="?([^";]*\s)?next(\s[^";]*)?"?(;|$)/i.test(match[2]!)) return new URL(match[1]!, base).toString();
+  }
+  return undefined;
+}
+
+/** Compares keys numerically when both are integers (GitHub event ids), else as text. */
+function compareKeys(a: string, b: string): number {
+  if (/^\d+$/.test(a) && /^\d+$/.test(b)) return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: HttpClient) {
+  const headers: Record<string, string> = {};
+  const query: Record<string, string> = {};
+  const auth = def.auth;
+  const need = (field: string, variable: string): string => {
+    const value = env[variable];
+    if (!value) throw new AuthConfigError(def.name, field, variable);
+    return value;
+  };
+  if (auth.type === 'bearer') {
+    const token = env[auth.token_env];
+    if (token) headers.authorization = `Bearer ${token}`;
+    else if (!auth.optional) need('auth.token_env', auth.token_env);
+  } else if (auth.type === 'api_key') {
+    const key = need('auth.key_env', auth.key_env);
+    if (auth.header) headers[auth.header.toLowerCase()] = key;
+    if (auth.query_param) query[auth.query_param] = key;
+  } else if (auth.type === 'oauth2_client_credentials') {
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_id: need('auth.client_id_env', auth.client_id_env),
+      client_secret: need('auth.client_secret_env', auth.client_secret_env),
+    });
+    if (auth.scope) form.set('scope', auth.scope);
+    // Asking for a token changes nothing on the server, so it is safe to retry.
+    const answer = await client.request({
+      method: 'POST',
+      url: auth.token_url,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: form.toString(),
+      idempotent: true,
+    });
+    const token = (JSON.parse(answer.body) as { access_token?: unknown }).access_token;
+    if (typeof token !== 'string') throw new Error(`source ${def.name}: ${auth.token_url} returned no access_token`);
+    headers.authorization = `Bearer ${token}`;
+  }
+  return { headers, query };
+}
+
+export async function loadCheckpoint(pool: Pool | PoolClient, source: string): Promise<Checkpoint> {
+  const { rows } = await pool.query<{ state: Checkpoint }>('SELECT state FROM pull_checkpoints WHERE source = $1', [source]);
+  return rows[0]?.state ?? {};
+}
+
+async function saveCheckpoint(client: PoolClient, source: string, state: Checkpoint): Promise<void> {
+  await client.query(
+    `INSERT INTO pull_checkpoints (source, state) VALUES ($1, $2)
+     ON CONFLICT (source) DO UPDATE SET state = EXCLUDED.state, updated_at = clock_timestamp()`,
+    [source, JSON.stringify(state)],
+  );
+}
+
+async function assertLease(client: PoolClient, source: string, owner: string): Promise<void> {
+  // FOR SHARE: a process taking the lease over waits until this page is committed or rolled back.
+  const { rowCount } = await client.query(
+    `SELECT 1 FROM pull_leases WHERE source = $1 AND owner = $2 AND expires_at > clock_timestamp() FOR SHARE`,
+    [source, owner],
+  );
+  if (!rowCount) throw new LeaseLostError(source);
+}
+
+interface Candidate {
+  event: NewEvent;
+  updatedAt?: Date;
+}
+
+/** Turns one page of records into events and quarantine rows; stores them (and maybe the checkpoint) in one transaction. */
+async function commitPage(
+  def: SourceDefinition,
+  opts: RunOptions,
+  url: string,
+  page: number,
+  records: unknown[],
+  checkpoint: Checkpoint | undefined,
+  runId: string,
+): Promise<Omit<PageProgress, 'page' | 'url' | 'records'>> {
+  const spec = def.records;
+  const shownUrl = redactSecrets(url);
+  const candidates: Candidate[] = [];
+  const quarantine: Array<{ reason: string; record: unknown }> = [];
+  for (const record of records) {
+    if (record === null || typeof record !== 'object' || Array.isArray(record)) {
+      quarantine.push({ reason: 'record is not a JSON object', record: { value: record } });
+      continue;
+    }
+    const key = pick(record, spec.primary_key);
+    if ((typeof key !== 'string' && typeof key !== 'number') || key === '') {
+      quarantine.push({ reason: `primary key ${spec.primary_key} is missing or not a string/number`, record });
+      continue;
+    }
+    let updatedAt: Date | undefined;
+    if (spec.updated_at) {
+      updatedAt = parseTime(pick(record, spec.updated_at));
+      if (!updatedAt) {
+        quarantine.push({ reason: `${spec.updated_at} is missing or not a time: ${JSON.stringify(pick(record, spec.updated_at))}`, record });
+        continue;
+      }
+    }
+    const timeField = spec.event_time ?? spec.updated_at;
+    const eventTime = timeField ? parseTime(pick(record, timeField)) : new Date();
+    if (!eventTime) {
+      quarantine.push({ reason: `${timeField} is missing or not a time: ${JSON.stringify(pick(record, timeField!))}`, record });
+      continue;
+    }
+    const typeValue = spec.event_type_field ? pick(record, spec.event_type_field) : spec.event_type;
+    if (typeof typeValue !== 'string' || typeValue === '') {
+      quarantine.push({ reason: `event type field ${spec.event_type_field} is missing`, record });
+      continue;
+    }
+    const entityKey = String(key);
+    candidates.push({
+      updatedAt,
+      event: {
+        source: def.name,
+        // A newer version of a key is a new event; a re-delivery of the same version is a duplicate.
+        eventId: updatedAt ? `${entityKey}@${updatedAt.toISOString()}` : entityKey,
+        eventType: typeValue,
+        entityKey,
+        eventTime,
+        payload: record as Json,
+        lineage: { url: shownUrl, page: String(page), run: runId },
+      },
+    });
+  }
+
+  return withTransaction(opts.pool, async (client) => {
+    await assertLease(client, def.name, opts.owner);
+    let stale = 0;
+    let keep = candidates;
+    const versioned = candidates.filter((c) => c.updatedAt);
+    if (versioned.length > 0) {
+      const keys = [...new Set(versioned.map((c) => c.event.entityKey))];
+      const { rows } = await client.query<{ entity_key: string; updated_at: Date }>(
+        `SELECT entity_key, updated_at FROM pull_entity_versions WHERE source = $1 AND entity_key = ANY($2) FOR UPDATE`,
+        [def.name, keys],
+      );
+      const stored = new Map(rows.map((row) => [row.entity_key, row.updated_at.getTime()]));
+      keep = candidates.filter((c) => {
+        const known = stored.get(c.event.entityKey);
+        // Equal: the same version again, which the outbox reports as a duplicate.
+        const older = c.updatedAt !== undefined && known !== undefined && c.updatedAt.getTime() < known;
+        if (older) stale++;
+        return !older;
+      });
+      const latest = new Map<string, Candidate>();
+      for (const c of keep) {
+        const seen = latest.get(c.event.entityKey);
+        if (c.updatedAt && (!seen?.updatedAt || c.updatedAt > seen.updatedAt)) latest.set(c.event.entityKey, c);
+      }
+      if (latest.size > 0) {
+        const newest = [...latest.values()];
+        await client.query(
+          `INSERT INTO pull_entity_versions (source, entity_key, updated_at, event_id)
+           SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[])
+           ON CONFLICT (source, entity_key) DO UPDATE SET updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id
+           WHERE pull_entity_versions.updated_at < EXCLUDED.updated_at`,
+          [
+            def.name,
+            newest.map((c) => c.event.entityKey),
+            newest.map((c) => c.updatedAt!.toISOString()),
+            newest.map((c) => c.event.eventId),
+          ],
+        );
+      }
+    }
+    // Older versions first, so per-key order in the outbox follows updated_at.
+    keep.sort((a, b) => (a.updatedAt?.getTime() ?? 0) - (b.updatedAt?.getTime() ?? 0));
+    const results = await appendEvents(
+      client,
+      keep.map((c) => c.event),
+    );
+    if (quarantine.length > 0) {
+      await client.query(
+        `INSERT INTO pull_quarantine (source, url, reason, record)
+         SELECT $1, $2, * FROM unnest($3::text[], $4::jsonb[])`,
+        [def.name, shownUrl, quarantine.map((q) => q.reason), quarantine.map((q) => JSON.stringify(q.record))],
+      );
+    }
+    if (checkpoint) await saveCheckpoint(client, def.name, checkpoint);
+    const accepted = results.filter((r) => r.status === 'ACCEPTED').length;
+    return { accepted, duplicates: results.length - accepted, stale, quarantined: quarantine.length };
+  });
+}
+
+function buildClient(def: SourceDefinition, opts: RunOptions, counters: { throttled: number; waitedMs: number }) {
+  const pacer = def.rate_limit
+    ? new PgTokenBucket(opts.pool, { name: def.rate_limit.bucket, ratePerSecond: def.rate_limit.per_second, burst: def.rate_limit.burst })
+    : undefined;
+  return new HttpClient({
+    timeoutMs: def.request.timeout_ms,
+    maxAttempts: def.retry.max_attempts,
+    deadlineMs: def.retry.deadline_ms,
+    pacer,
+    fingerprints: new PgFingerprintStore(opts.pool),
+    onWait: (wait) => {
+      if (wait.status === 429 || wait.reason === 'retry-after') counters.throttled++;
+      counters.waitedMs += wait.ms;
+      opts.onWait?.(wait);
+    },
+  });
+}
+
+export async function runSource(def: SourceDefinition, opts: RunOptions): Promise<RunStats> {
+  const env = opts.env ?? process.env;
+  const runId = `${opts.owner}@${Date.now()}`;
+  const counters = { throttled: 0, waitedMs: 0 };
+  const client = opts.client ?? buildClient(def, opts, counters);
+  const before = await loadCheckpoint(opts.pool, def.name);
+  const stats: RunStats = {
+    pages: 0,
+    records: 0,
+    accepted: 0,
+    duplicates: 0,
+    stale: 0,
+    quarantined: 0,
+    notModified: false,
+    throttled: 0,
+    waitedMs: 0,
+    checkpoint: before,
+  };
+  if (before.not_before && Date.parse(before.not_before) > Date.now()) {
+    stats.skipped = `the server asked not to poll before ${before.not_before}`;
+    return stats;
+  }
+
+  const auth = await authorize(def, env, client);
+  const pg = def.pagination;
+  const inc = def.incremental;
+  const params = new URLSearchParams({ ...def.request.params, ...auth.query });
+  if (inc.type === 'watermark' && before.watermark) {
+    const from = new Date(Date.parse(before.watermark) - inc.lookback_ms);
+    params.set(inc.param, inc.format === 'iso' ? from.toISOString() : String(Math.floor(from.getTime() / 1000)));
+  }
+  if (pg.type === 'cursor' && inc.type === 'cursor' && before.cursor) params.set(pg.cursor_param, before.cursor);
+  if (pg.type === 'keyset') {
+    if (pg.limit_param && pg.limit) params.set(pg.limit_param, String(pg.limit));
+    if (inc.type === 'cursor' && before.cursor) params.set(pg.param, before.cursor);
+  }
+  if (pg.type === 'offset') {
+    params.set(pg.limit_param, String(pg.limit));
+    params.set(pg.offset_param, '0');
+  }
+  if (pg.type === 'page') {
+    params.set(pg.page_param, String(pg.start));
+    if (pg.size_param) params.set(pg.size_param, String(pg.size));
+  }
+  const query = params.toString();
+  let url = `${def.request.base_url}${def.request.path}${query ? `?${query}` : ''}`;
+  let position = before.cursor;
+  let maxUpdated = before.watermark;
+  let maxKey = before.watermark;
+  let firstEtag: string | undefined;
+  let pollSeconds: number | undefined;
+
+  for (let page = 1; ; page++) {
+    const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...auth.headers };
+    if (page === 1 && def.etag && before.etag) headers['if-none-match'] = before.etag;
+    const response: HttpResponse = await client.request({ method: def.request.method, url, headers, body: def.request.body, idempotent: true });
+    if (page === 1) {
+      firstEtag = response.headers.etag;
+      const poll = def.poll_interval_header ? Number(response.headers[def.poll_interval_header.toLowerCase()]) : Number.NaN;
+      if (Number.isFinite(poll) && poll > 0) pollSeconds = poll;
+    }
+    if (response.status === 304) {
+      stats.notModified = true;
+      break;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(response.body);
+    } catch (error) {
+      throw new PageError(url, `body is not JSON (${(error as Error).message})`);
+    }
+    const records = pick(body, def.records.path);
+    if (!Array.isArray(records)) {
+      throw new PageError(url, `records.path "${def.records.path}" is not an array (got ${records === null ? 'null' : typeof records})`);
+    }
+
+    // Work out the next request before committing, so a page that cannot be followed is not half-committed.
+    let next: string | undefined;
+    const setParam = (name: string, value: string) => {
+      const target = new URL(url);
+      target.searchParams.set(name, value);
+      return target.toString();
+    };
+    let stop = false;
+    if (pg.type === 'cursor') {
+      const value = pick(body, pg.cursor_path);
+      if (value !== undefined && value !== null && value !== '' && typeof value !== 'string' && typeof value !== 'number') {
+        throw new PageError(url, `cursor at ${pg.cursor_path} is not a string`);
+      }
+      const cursor = value === undefined || value === null || value === '' ? undefined : String(value);
+      if (cursor && cursor !== position) {
+        next = setParam(pg.cursor_param, cursor);
+        position = cursor;
+      }
+    } else if (pg.type === 'keyset') {
+      let last: string | undefined;
+      for (const record of records) {
+        const value = pick(record, pg.field);
+        if (typeof value === 'string' || typeof value === 'number') {
+          if (last === undefined || compareKeys(String(value), last) > 0) last = String(value);
+        }
+      }
+      const full = pg.limit === undefined ? records.length > 0 : records.length >= pg.limit;
+      if (last !== undefined) position = last;
+      if (full && last !== undefined) next = setParam(pg.param, last);
+    } else if (pg.type === 'offset') {
+      const offset = Number(new URL(url).searchParams.get(pg.offset_param) ?? 0);
+      if (records.length >= pg.limit) next = setParam(pg.offset_param, String(offset + records.length));
+    } else if (pg.type === 'page') {
+      const current = Number(new URL(url).searchParams.get(pg.page_param) ?? pg.start);
+      if (records.length >= pg.size) next = setParam(pg.page_param, String(current + 1));
+    } else if (pg.type === 'link') {
+      next = nextLink(response.headers.link, url);
+    }
+
+    if (inc.type === 'newest_first') {
+      for (const record of records) {
+        const value = pick(record, inc.field);
+        if (typeof value !== 'string' && typeof value !== 'number') continue;
+        const key = String(value);
+        if (before.watermark && compareKeys(key, before.watermark) <= 0) stop = true;
+        if (maxKey === undefined || compareKeys(key, maxKey) > 0) maxKey = key;
+      }
+    }
+    if (inc.type === 'watermark' && def.records.updated_at) {
+      for (const record of records) {
+        const at = parseTime(pick(record, def.records.updated_at));
+        if (at && (!maxUpdated || at.getTime() > Date.parse(maxUpdated))) maxUpdated = at.toISOString();
+      }
+    }
+
+    const pageCheckpoint = inc.type === 'cursor' ? { ...before, cursor: position } : undefined;
+    const result = await commitPage(def, opts, url, page, records, pageCheckpoint, runId);
+    stats.pages++;
+    stats.records += records.length;
+    stats.accepted += result.accepted;
+    stats.duplicates += result.duplicates;
+    stats.stale += result.stale;
+    stats.quarantined += result.quarantined;
+    if (pageCheckpoint) stats.checkpoint = pageCheckpoint;
+    opts.onPage?.({ page, url: redactSecrets(url), records: records.length, ...result });
+
+    if (stop || !next || (def.max_pages !== undefined && page >= def.max_pages)) break;
+    url = next;
+  }
+
+  // Watermarks, ETags and poll intervals cover the whole run: committed only now that every page is stored.
+  const final: Checkpoint = { ...stats.checkpoint };
+  if (inc.type === 'watermark' && maxUpdated) final.watermark = maxUpdated;
+  if (inc.type === 'newest_first' && maxKey) final.watermark = maxKey;
+  if (def.etag && firstEtag && !stats.notModified) final.etag = firstEtag;
+  if (pollSeconds) final.not_before = new Date(Date.now() + pollSeconds * 1000).toISOString();
+  else delete final.not_before;
+  await withTransaction(opts.pool, async (tx) => {
+    await assertLease(tx, def.name, opts.owner);
+    await saveCheckpoint(tx, def.name, final);
+  });
+  stats.checkpoint = final;
+  stats.throttled = counters.throttled;
+  stats.waitedMs = counters.waitedMs;
+  return stats;
+}

@@ -69,8 +69,8 @@ export interface Simulator {
   events: GitHubEvent[];
   insert(count: number): SimItem[];
   update(ids: number[]): SimItem[];
-  /** An update that reaches the API late: its updated_at lies ageMs in the past. */
-  lateUpdate(id: number, ageMs: number): SimItem;
+  /** An update that reaches the API late: its updated_at is `at`, in the past. */
+  lateUpdate(id: number, at: Date): SimItem;
   addEvents(count: number): GitHubEvent[];
   resetStats(): void;
   close(): Promise<void>;
@@ -137,11 +137,11 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         return [item];
       });
     },
-    lateUpdate(id, ageMs) {
+    lateUpdate(id, at) {
       const item = items.get(id);
       if (!item) throw new Error(`simulator: no item ${id}`);
       item.value += 1;
-      item.updated_at = new Date(Date.now() - ageMs).toISOString();
+      item.updated_at = at.toISOString();
       item.version = ++version;
       return item;
     },

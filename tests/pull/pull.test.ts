@@ -1,0 +1,174 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pool } from '../../libs/db/index.ts';
+import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
+import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
+import { testPool } from '../helpers/real-stack.ts';
+import { changeFeedDefinition, definition, eventIds, outboxCounts, takeLease } from './helpers.ts';
+
+let pool: Pool;
+let sim: Simulator;
+
+beforeAll(async () => {
+  pool = testPool();
+  sim = await startSimulator({ items: 300, events: 200 });
+});
+afterAll(async () => {
+  await sim.close();
+  await pool.end();
+});
+
+async function run(raw: Record<string, unknown>) {
+  const def = definition(raw);
+  const owner = await takeLease(pool, def.name);
+  return runSource(def, { pool, owner });
+}
+
+describe('ascending cursor source', () => {
+  it('ingests every record once and resumes from the committed cursor', async () => {
+    const raw = changeFeedDefinition(sim.url);
+    const first = await run(raw);
+    expect(first.accepted).toBe(sim.items.size);
+    expect(first.pages).toBe(Math.ceil(sim.items.size / 50) + 1);
+    const second = await run(raw);
+    expect(second.accepted).toBe(0);
+    expect(second.pages).toBe(1);
+    expect(await outboxCounts(pool, String(raw.name))).toEqual({ rows: sim.items.size, distinct: sim.items.size });
+  });
+
+  it('ingests every version served while records are inserted and updated during paging, each once', async () => {
+    const raw = changeFeedDefinition(sim.url, { request: { base_url: sim.url, path: '/api/changes', params: { limit: 25 } } });
+    sim.resetStats();
+    sim.faults.mutatePerPage = { inserts: 2, updates: 4 };
+    try {
+      await run(raw);
+    } finally {
+      delete sim.faults.mutatePerPage;
+    }
+    await run(raw);
+    const ids = await eventIds(pool, String(raw.name));
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(new Set(ids)).toEqual(sim.stats.served);
+    // The final version of every item is among them: nothing was skipped.
+    for (const item of sim.items.values()) expect(ids).toContain(`${item.id}@${item.updated_at}`);
+    const counts = await outboxCounts(pool, String(raw.name));
+    expect(counts.rows).toBe(ids.length);
+  });
+
+  it('waits out a 429 storm, sending nothing before Retry-After', async () => {
+    const raw = changeFeedDefinition(sim.url);
+    sim.resetStats();
+    sim.faults.storm = { requests: 2, retryAfterS: 1 };
+    const stats = await run(raw);
+    expect(stats.accepted).toBe(sim.items.size);
+    expect(stats.throttled).toBe(2);
+    expect(sim.stats.byStatus[429]).toBe(2);
+    const [t0, t1, t2] = sim.stats.times;
+    expect(t1! - t0!).toBeGreaterThanOrEqual(1000);
+    expect(t2! - t1!).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('fails on a malformed page naming the URL, without moving the checkpoint', async () => {
+    const raw = changeFeedDefinition(sim.url, { max_pages: 2 });
+    await run(raw);
+    const before = await loadCheckpoint(pool, String(raw.name));
+    expect(before.cursor).toBeTruthy();
+    sim.faults.malformed = 1;
+    const failed = run({ ...raw, max_pages: undefined });
+    await expect(failed).rejects.toThrow(PageError);
+    await expect(failed).rejects.toThrow(`${sim.url}/api/changes?limit=50&cursor=${before.cursor}`);
+    expect(await loadCheckpoint(pool, String(raw.name))).toEqual(before);
+    const resumed = await run({ ...raw, max_pages: undefined });
+    expect(resumed.accepted).toBe(sim.items.size - 100);
+  });
+
+  it('quarantines a record without primary key or with an unparseable time, with the reason', async () => {
+    const raw = changeFeedDefinition(sim.url, { max_pages: 1 });
+    sim.faults.badRecords = true;
+    const stats = await run(raw);
+    expect(stats.quarantined).toBe(2);
+    expect(stats.accepted).toBe(50);
+    const { rows } = await pool.query<{ reason: string; url: string }>(
+      'SELECT reason, url FROM pull_quarantine WHERE source = $1 ORDER BY id',
+      [raw.name],
+    );
+    expect(rows.map((r) => r.reason)).toEqual([
+      'primary key id is missing or not a string/number',
+      'updated_at is missing or not a time: "yesterday-ish"',
+    ]);
+    expect(rows[0]!.url).toContain('/api/changes');
+  });
+});
+
+describe('watermark source (offset pagination, updated_after, look-back)', () => {
+  const watermarkDefinition = () =>
+    changeFeedDefinition(sim.url, {
+      request: { base_url: sim.url, path: '/api/items', params: {} },
+      records: { path: 'items', primary_key: 'id', event_time: 'created_at', updated_at: 'updated_at', event_type: 'item.changed' },
+      pagination: { type: 'offset', limit: 100 },
+      incremental: { type: 'watermark', param: 'updated_after', lookback: '10s' },
+    });
+
+  it('commits the watermark after the run, catches late updates within the look-back, keeps newer versions and refuses older ones', async () => {
+    const raw = watermarkDefinition();
+    const first = await run(raw);
+    expect(first.accepted).toBe(sim.items.size);
+    const newest = [...sim.items.values()].reduce((a, b) => (a.updated_at > b.updated_at ? a : b));
+    expect(first.checkpoint.watermark).toBe(newest.updated_at);
+
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const [two] = sim.update([2]);
+    const second = await run(raw);
+    expect(second.accepted).toBe(1);
+    const watermark = Date.parse(two!.updated_at);
+    expect(second.checkpoint.watermark).toBe(two!.updated_at);
+
+    // An update of item 1 that reaches the API late: older than the watermark, inside the look-back.
+    const late = sim.lateUpdate(1, new Date(watermark - 500));
+    const third = await run(raw);
+    expect(third.accepted).toBe(1);
+    expect(await eventIds(pool, String(raw.name))).toContain(`1@${late.updated_at}`);
+
+    // An older version of item 2 re-delivered after the newer one is not kept.
+    const older = sim.lateUpdate(2, new Date(watermark - 200));
+    const fourth = await run(raw);
+    expect(fourth.stale).toBe(1);
+    expect(fourth.accepted).toBe(0);
+    expect(await eventIds(pool, String(raw.name))).not.toContain(`2@${older.updated_at}`);
+  });
+});
+
+describe('GitHub-style events (newest first, Link, ETag, X-Poll-Interval)', () => {
+  const githubDefinition = (name: string) => ({
+    name,
+    request: { base_url: sim.url, path: '/events', params: { per_page: 50 } },
+    records: { path: '', primary_key: 'id', event_time: 'created_at', event_type_field: 'type' },
+    pagination: { type: 'link' },
+    incremental: { type: 'newest_first', field: 'id' },
+    etag: true,
+    poll_interval_header: 'X-Poll-Interval',
+  });
+
+  it('pages to the watermark, answers 304 to an unchanged feed and honours the poll interval', async () => {
+    const raw = githubDefinition('gh-events-test');
+    sim.faults.pollIntervalS = 1;
+    const first = await run(raw);
+    expect(first.accepted).toBe(sim.events.length);
+    expect(first.pages).toBe(4);
+    expect(first.checkpoint.etag).toBeTruthy();
+
+    const early = await run(raw);
+    expect(early.skipped).toMatch(/asked not to poll before/);
+
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const unchanged = await run(raw);
+    expect(unchanged.notModified).toBe(true);
+    expect(unchanged.accepted).toBe(0);
+
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    sim.addEvents(10);
+    const next = await run(raw);
+    expect(next.accepted).toBe(10);
+    expect(next.pages).toBe(1);
+    expect(next.checkpoint.watermark).toBe(sim.events[0]!.id);
+  });
+});

@@ -76,6 +76,7 @@ export class PgTokenBucket implements Pacer {
    * server's reset time; a low remaining count caps the tokens we believe we have.
    */
   async observe(status: number, headers: Record<string, string>): Promise<void> {
+    await this.ensure();
     const remainingRaw = headers['x-ratelimit-remaining'] ?? headers['ratelimit-remaining'];
     const remaining = remainingRaw === undefined ? undefined : Number(remainingRaw);
     const exhausted = status === 429 || remaining === 0;

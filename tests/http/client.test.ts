@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pool } from '../../libs/db/index.ts';
+import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
+import {
+  CircuitOpenError,
+  HttpClient,
+  HttpError,
+  redactSecrets,
+  requestFingerprint,
+  serverWaitMs,
+} from '../../libs/http/index.ts';
+import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
+import { testPool } from '../helpers/real-stack.ts';
+
+let pool: Pool;
+let sim: Simulator;
+
+beforeAll(async () => {
+  pool = testPool();
+  sim = await startSimulator({ items: 10 });
+});
+afterAll(async () => {
+  await sim.close();
+  await pool.end();
+});
+
+describe('header parsing (pure)', () => {
+  const now = Date.parse('2025-01-01T00:00:00Z');
+  it('reads Retry-After as seconds or an HTTP-date, then the reset headers', () => {
+    expect(serverWaitMs({ 'retry-after': '3' }, now)).toBe(3000);
+    expect(serverWaitMs({ 'retry-after': 'Wed, 01 Jan 2025 00:00:05 GMT' }, now)).toBe(5000);
+    expect(serverWaitMs({ 'x-ratelimit-reset': String(now / 1000 + 7) }, now)).toBe(7000);
+    expect(serverWaitMs({ 'ratelimit-reset': '2' }, now)).toBe(2000);
+    expect(serverWaitMs({}, now)).toBeUndefined();
+  });
+  it('fingerprints method + url + body and masks secrets in URLs', () => {
+    expect(requestFingerprint('post', 'http://a/x', '{}')).toBe(requestFingerprint('POST', 'http://a/x', '{}'));
+    expect(requestFingerprint('POST', 'http://a/x', '{}')).not.toBe(requestFingerprint('POST', 'http://a/x', '{"a":1}'));
+    expect(redactSecrets('http://a/x?api_key=s3cret&page=2')).toBe('http://a/x?api_key=***&page=2');
+  });
+});
+
+describe('HttpClient against the simulator', () => {
+  const fast = { baseDelayMs: 10, maxDelayMs: 50 };
+  const json = { 'content-type': 'application/json' };
+
+  it('retries 503 bursts and succeeds', async () => {
+    sim.resetStats();
+    sim.faults.burst503 = 2;
+    const response = await new HttpClient(fast).request({ url: `${sim.url}/api/items` });
+    expect(response.status).toBe(200);
+    expect(response.attempts).toBe(3);
+  });
+
+  it('waits out Retry-After given as an HTTP-date', async () => {
+    sim.resetStats();
+    sim.faults.storm = { requests: 1, retryAfterS: 2, httpDate: true };
+    const response = await new HttpClient(fast).request({ url: `${sim.url}/api/items` });
+    expect(response.attempts).toBe(2);
+    const [t0, t1] = sim.stats.times;
+    // HTTP-dates have whole seconds: the wait is between 1 and 2 s.
+    expect(t1! - t0!).toBeGreaterThanOrEqual(900);
+  });
+
+  it('fails fast on other 4xx with the body in the error, without retrying', async () => {
+    sim.resetStats();
+    const failed = new HttpClient(fast).request({ url: `${sim.url}/api/changes?cursor=garbage` });
+    await expect(failed).rejects.toThrow(HttpError);
+    await expect(failed).rejects.toThrow('answered 400: {"message":"invalid cursor garbage"}');
+    expect(sim.stats.requests).toBe(1);
+  });
+
+  it('gives up at the deadline rather than wait past it, naming the URL', async () => {
+    sim.faults.storm = { requests: 1, retryAfterS: 30 };
+    const failed = new HttpClient({ ...fast, deadlineMs: 1000 }).request({ url: `${sim.url}/api/items?token=abc` });
+    await expect(failed).rejects.toThrow(`GET ${sim.url}/api/items?token=*** gave up after the 1000 ms deadline; last: answered 429`);
+    sim.faults.storm = undefined;
+  });
+
+  it('opens the circuit of a host after consecutive failures and probes after the cool-down', async () => {
+    const client = new HttpClient({ ...fast, maxAttempts: 1, breaker: { failureThreshold: 2, cooldownMs: 300 } });
+    const dead = 'http://127.0.0.1:9/'; // discard port: nothing listens
+    await expect(client.request({ url: dead })).rejects.toThrow(HttpError);
+    await expect(client.request({ url: dead })).rejects.toThrow(HttpError);
+    await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    // Half-open: one probe goes out (and fails, re-opening the circuit).
+    await expect(client.request({ url: dead })).rejects.not.toThrow(CircuitOpenError);
+    await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
+  });
+
+  it('sends a non-idempotent request once: a repeat returns the stored answer', async () => {
+    const client = new HttpClient({ ...fast, fingerprints: new PgFingerprintStore(pool) });
+    const before = sim.stats.exportsCreated;
+    const body = JSON.stringify({ report: `r-${Date.now()}` });
+    const first = await client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body });
+    const again = await client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body });
+    expect(sim.stats.exportsCreated).toBe(before + 1);
+    expect(again.body).toBe(first.body);
+    expect(again.attempts).toBe(0);
+  });
+
+  it('does not repeat a non-idempotent request whose outcome is unknown', async () => {
+    const client = new HttpClient({ ...fast, fingerprints: new PgFingerprintStore(pool) });
+    sim.faults.burst503 = 1;
+    const body = JSON.stringify({ report: `u-${Date.now()}` });
+    await expect(client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body })).rejects.toThrow('answered 503');
+    const before = sim.stats.exportsCreated;
+    await expect(client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body })).rejects.toThrow(
+      'outcome is unknown',
+    );
+    expect(sim.stats.exportsCreated).toBe(before);
+  });
+});

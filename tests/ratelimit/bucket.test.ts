@@ -1,0 +1,60 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pool } from '../../libs/db/index.ts';
+import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
+import { testPool, uniqueName } from '../helpers/real-stack.ts';
+
+const WORKER = path.resolve(import.meta.dirname, 'acquire-worker.ts');
+let pool: Pool;
+beforeAll(() => {
+  pool = testPool();
+});
+afterAll(() => pool.end());
+
+function worker(args: string[]): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', WORKER, ...args], { env: process.env });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.on('close', (code) => (code === 0 ? resolve(out.trim().split('\n').map(Number)) : reject(new Error(`worker exit ${code}`))));
+  });
+}
+
+describe('PgTokenBucket', () => {
+  it('holds the combined rate across processes', async () => {
+    const name = uniqueName('bucket');
+    const rate = 20;
+    const burst = 2;
+    const [a, b] = await Promise.all([worker([name, '30', String(rate), String(burst)]), worker([name, '30', String(rate), String(burst)])]);
+    const all = [...a!, ...b!].sort((x, y) => x - y);
+    expect(all).toHaveLength(60);
+    // Over any stretch, the two processes together took no more than burst + rate * seconds tokens.
+    for (let i = 0; i < all.length; i++) {
+      for (let j = i + burst + 1; j < all.length; j++) {
+        const allowed = burst + (rate * (all[j]! - all[i]!)) / 1000;
+        expect(j - i + 1, `tokens ${i}..${j} in ${all[j]! - all[i]!} ms`).toBeLessThanOrEqual(allowed + 1);
+      }
+    }
+  });
+
+  it('pauses every holder until the server reset after a 429 or an exhausted quota', async () => {
+    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 100, burst: 10 });
+    expect(await bucket.reserve()).toBe(0);
+    await bucket.observe(429, { 'retry-after': '1' });
+    const other = new PgTokenBucket(pool, bucket.spec);
+    expect(await other.reserve()).toBeGreaterThan(900);
+    const quota = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 100, burst: 10 });
+    await quota.observe(200, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + 2) });
+    expect(await quota.reserve()).toBeGreaterThan(1000);
+  });
+
+  it('caps its tokens at the remaining count the server reports', async () => {
+    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 1, burst: 10 });
+    await bucket.observe(200, { 'x-ratelimit-remaining': '1' });
+    expect(await bucket.reserve()).toBe(0);
+    expect(await bucket.reserve()).toBeGreaterThan(900);
+  });
+});

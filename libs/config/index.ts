@@ -65,6 +65,54 @@ export const SETTINGS = {
     default: '30',
     help: 'Lifetime of the lease that keeps one source from running twice at once; renewed every third of it while a run is alive.',
   },
+  SINK_OUTPUT_DIR: {
+    default: '',
+    help: 'Root folder of the lake (bronze/ and silver/) the sink writes and `verify` reads; empty means <CONVEYOR_HOME>/lake.',
+  },
+  SINK_GROUP_ID: {
+    default: 'conveyor-sink',
+    help: 'Kafka consumer group of the sink; sinks in one group share the partitions.',
+  },
+  SINK_TOPICS: {
+    default: '',
+    help: 'Comma-separated topics the sink consumes; empty means every conveyor.<source> topic that exists when it starts.',
+  },
+  SINK_PORT: {
+    default: '9465',
+    help: "Port of the sink's /metrics and /healthz (0 picks a free port).",
+  },
+  SINK_ENTITY_SOURCES: {
+    default: '',
+    help: 'Comma-separated sources whose events also merge into silver/<source>_latest (latest updated_at per entity key wins).',
+  },
+  SINK_FILE_MAX_RECORDS: {
+    default: '100000',
+    help: 'A bronze file holds at most this many records; the next record starts a new file.',
+  },
+  SINK_FILE_MAX_BYTES: {
+    default: '67108864',
+    help: 'A bronze file holds at most this many bytes.',
+  },
+  SINK_FILE_MAX_SPAN_MS: {
+    default: '3600000',
+    help: "A bronze file ends before a record ingested this long after the file's first record (record time, not the clock).",
+  },
+  SINK_FETCH_MAX_BYTES: {
+    default: '4194304',
+    help: 'Bytes the sink fetches per partition and batch; a batch is written and committed as a unit.',
+  },
+  SINK_PARTITIONS_CONCURRENTLY: {
+    default: '3',
+    help: 'Partitions the sink processes at the same time.',
+  },
+  SINK_DEDUPE_RETENTION_DAYS: {
+    default: '7',
+    help: 'Dedupe claims older than this are deleted; a duplicate arriving later than this is not caught (0 keeps claims forever).',
+  },
+  SINK_DUCKDB_MEMORY: {
+    default: '128MB',
+    help: "Memory limit of the sink's in-process DuckDB (the Parquet writer).",
+  },
 } as const satisfies Record<string, { default: string; help: string }>;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -81,11 +129,17 @@ export function setting(name: SettingName, env: NodeJS.ProcessEnv = process.env)
   return value === undefined || value === '' ? SETTINGS[name].default : value;
 }
 
-export function portSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env): number {
+/** A TCP port; `anyFree` allows 0 (the OS picks a free port), for servers whose port is only reported. */
+export function portSetting(
+  name: SettingName,
+  env: NodeJS.ProcessEnv = process.env,
+  options: { anyFree?: boolean } = {},
+): number {
   const raw = setting(name, env);
   const port = Number(raw);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new ConfigError(name, `expected a TCP port (1-65535), got "${raw}"`);
+  const min = options.anyFree ? 0 : 1;
+  if (!Number.isInteger(port) || port < min || port > 65535) {
+    throw new ConfigError(name, `expected a TCP port (${min}-65535), got "${raw}"`);
   }
   return port;
 }

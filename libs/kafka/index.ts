@@ -1,4 +1,5 @@
-import { type Admin, type ITopicConfig, Kafka, type KafkaConfig, logLevel } from 'kafkajs';
+import { type Admin, type ITopicConfig, Kafka, type KafkaConfig, type logCreator, logLevel } from 'kafkajs';
+import type { Logger } from 'pino';
 import { kafkaBrokers } from '../config/index.ts';
 
 export type { Admin, Consumer, EachBatchPayload, KafkaMessage, Producer, Transaction } from 'kafkajs';
@@ -6,12 +7,36 @@ export type { Admin, Consumer, EachBatchPayload, KafkaMessage, Producer, Transac
 // kafkajs warns about its v2 partitioner change on every producer; Conveyor sets keys explicitly.
 process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
 
-export function createKafka(options: { clientId: string; brokers?: string[] } & Partial<KafkaConfig>): Kafka {
-  const { clientId, brokers, ...rest } = options;
+/**
+ * kafkajs logs errors it retries itself (a coordinator still loading, a transaction still being
+ * aborted after a crash) at ERROR; they are routine, so they go to debug.
+ */
+const RETRIED_BY_KAFKAJS =
+  /coordinator is loading|not the correct coordinator|coordinator is not available|concurrent operation on the same transaction|Restarting the consumer/;
+
+/** kafkajs log lines as structured pino lines of the service. */
+export function pinoLogCreator(logger: Logger): logCreator {
+  return () =>
+    ({ level, log }) => {
+      const { message, ...extra } = log;
+      const routine = RETRIED_BY_KAFKAJS.test(`${message} ${String(extra.error ?? '')}`);
+      const bindings = { component: 'kafkajs', ...extra };
+      if (routine || level === logLevel.DEBUG) logger.debug(bindings, message);
+      else if (level === logLevel.ERROR) logger.error(bindings, message);
+      else if (level === logLevel.WARN) logger.warn(bindings, message);
+      else logger.info(bindings, message);
+    };
+}
+
+export function createKafka(
+  options: { clientId: string; brokers?: string[]; logger?: Logger } & Partial<KafkaConfig>,
+): Kafka {
+  const { clientId, brokers, logger, ...rest } = options;
   return new Kafka({
     clientId,
     brokers: brokers ?? kafkaBrokers(),
     logLevel: logLevel.WARN,
+    ...(logger ? { logCreator: pinoLogCreator(logger) } : {}),
     ...rest,
   });
 }

@@ -13,7 +13,7 @@ export async function runRelay(): Promise<void> {
   const relay = new Relay({
     pool,
     databaseUrl: databaseUrl(),
-    kafka: createKafka({ clientId: 'conveyor-relay' }),
+    kafka: createKafka({ clientId: 'conveyor-relay', logger }),
     registry: new SchemaRegistryClient(),
     logger,
     metrics,
@@ -25,7 +25,7 @@ export async function runRelay(): Promise<void> {
   });
   await relay.start();
   const ops = await startOpsServer({
-    port: portSetting('RELAY_PORT'),
+    port: portSetting('RELAY_PORT', process.env, { anyFree: true }),
     metrics,
     healthy: () => true,
     ready: async () =>

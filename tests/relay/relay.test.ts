@@ -35,14 +35,19 @@ function startRelay(options: Partial<RelayOptions> = {}): Promise<Relay> {
   return relay.start().then(() => relay);
 }
 
-function events(source: string, count: number, keys: number, payload = (i: number) => ({ seq: i })): NewEvent[] {
+function events(
+  source: string,
+  count: number,
+  keys: number,
+  payload: (i: number) => Record<string, unknown> = (i) => ({ seq: i }),
+): NewEvent[] {
   return Array.from({ length: count }, (_, i) => ({
     source,
     eventId: `${source}-${i}`,
     eventType: 'thing.changed',
     entityKey: `key-${i % keys}`,
     eventTime: new Date(Date.UTC(2026, 10, 1, 0, 0, i % 60)),
-    payload: payload(i) as Record<string, unknown>,
+    payload: payload(i),
     lineage: { request: `req-${i}` },
   }));
 }

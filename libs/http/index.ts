@@ -224,21 +224,40 @@ export class HttpClient {
       registry,
       'conveyor_http_requests_total',
       (registers) =>
-        new Counter({ name: 'conveyor_http_requests_total', help: 'HTTP attempts by host and status', labelNames: ['host', 'status'], registers }),
+        new Counter({
+          name: 'conveyor_http_requests_total',
+          help: 'HTTP attempts by host and status',
+          labelNames: ['host', 'status'],
+          registers,
+        }),
     );
     this.retries = metric(
       registry,
       'conveyor_http_retries_total',
       (registers) =>
-        new Counter({ name: 'conveyor_http_retries_total', help: 'HTTP retries by host and reason', labelNames: ['host', 'reason'], registers }),
+        new Counter({
+          name: 'conveyor_http_retries_total',
+          help: 'HTTP retries by host and reason',
+          labelNames: ['host', 'reason'],
+          registers,
+        }),
     );
     const circuit = metric(
       registry,
       'conveyor_http_circuit_open',
       (registers) =>
-        new Gauge({ name: 'conveyor_http_circuit_open', help: '1 while the circuit of a host is open', labelNames: ['host'], registers }),
+        new Gauge({
+          name: 'conveyor_http_circuit_open',
+          help: '1 while the circuit of a host is open',
+          labelNames: ['host'],
+          registers,
+        }),
     );
-    this.breaker = new CircuitBreaker(options.breaker?.failureThreshold ?? 5, options.breaker?.cooldownMs ?? 30_000, circuit);
+    this.breaker = new CircuitBreaker(
+      options.breaker?.failureThreshold ?? 5,
+      options.breaker?.cooldownMs ?? 30_000,
+      circuit,
+    );
   }
 
   /**

@@ -11,7 +11,13 @@ export type Auth =
   | { type: 'none' }
   | { type: 'bearer'; token_env: string; optional: boolean }
   | { type: 'api_key'; key_env: string; header?: string; query_param?: string }
-  | { type: 'oauth2_client_credentials'; token_url: string; client_id_env: string; client_secret_env: string; scope?: string };
+  | {
+      type: 'oauth2_client_credentials';
+      token_url: string;
+      client_id_env: string;
+      client_secret_env: string;
+      scope?: string;
+    };
 
 export type Pagination =
   | { type: 'none' }
@@ -336,7 +342,11 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
     const rl = r.child('rate_limit', true);
     rl.only(['per_second', 'burst', 'bucket']);
     const perSecond = rl.positive('per_second');
-    rateLimit = { per_second: perSecond, burst: rl.int('burst', Math.max(1, Math.ceil(perSecond)), 1), bucket: rl.str('bucket', name) };
+    rateLimit = {
+      per_second: perSecond,
+      burst: rl.int('burst', Math.max(1, Math.ceil(perSecond)), 1),
+      bucket: rl.str('bucket', name),
+    };
   }
   const retry = r.child('retry', false);
   retry.only(['max_attempts', 'deadline']);
@@ -369,13 +379,20 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
   };
 }
 
-export async function loadDefinitionFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<SourceDefinition> {
+export async function loadDefinitionFile(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<SourceDefinition> {
   const text = await readFile(file, 'utf8');
   let raw: unknown;
   try {
     raw = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new DefinitionError(file, '(file)', `not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`);
+    throw new DefinitionError(
+      file,
+      '(file)',
+      `not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`,
+    );
   }
   return parseDefinition(raw, file, env);
 }
@@ -383,7 +400,10 @@ export async function loadDefinitionFile(file: string, env: NodeJS.ProcessEnv = 
 export const BUILT_IN_DIR = path.join(import.meta.dirname, 'sources');
 
 /** Built-ins plus every *.yaml / *.yml / *.json in the user's folders. A name may be defined once. */
-export async function loadDefinitions(dirs: string[], env: NodeJS.ProcessEnv = process.env): Promise<Map<string, SourceDefinition>> {
+export async function loadDefinitions(
+  dirs: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Map<string, SourceDefinition>> {
   const found = new Map<string, SourceDefinition>();
   for (const dir of [BUILT_IN_DIR, ...dirs]) {
     const entries = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
@@ -394,7 +414,12 @@ export async function loadDefinitions(dirs: string[], env: NodeJS.ProcessEnv = p
       if (!/\.(ya?ml|json)$/.test(entry)) continue;
       const definition = await loadDefinitionFile(path.join(dir, entry), env);
       const earlier = found.get(definition.name);
-      if (earlier) throw new DefinitionError(definition.file, 'name', `"${definition.name}" is already defined in ${earlier.file}`);
+      if (earlier)
+        throw new DefinitionError(
+          definition.file,
+          'name',
+          `"${definition.name}" is already defined in ${earlier.file}`,
+        );
       found.set(definition.name, definition);
     }
   }

@@ -1,8 +1,8 @@
-import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
 import type { Pool, PoolClient } from '../../libs/db/index.ts';
 import { withTransaction } from '../../libs/db/index.ts';
 import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
 import { HttpClient, type HttpResponse, redactSecrets, type WaitReason } from '../../libs/http/index.ts';
+import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
 import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
 import type { SourceDefinition } from './definition.ts';
 
@@ -103,7 +103,8 @@ export function nextLink(header: string | undefined, base: string): string | und
   if (!header) return undefined;
   for (const part of header.split(/,(?=\s*<)/)) {
     const match = /^\s*<([^>]*)>(.*)$/.exec(part);
-    if (match && /;\s*rel="?([^";]*\s)?next(\s[^";]*)?"?(;|$)/i.test(match[2]!)) return new URL(match[1]!, base).toString();
+    if (match && /;\s*rel="?([^";]*\s)?next(\s[^";]*)?"?(;|$)/i.test(match[2]!))
+      return new URL(match[1]!, base).toString();
   }
   return undefined;
 }
@@ -154,7 +155,9 @@ async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: 
 }
 
 export async function loadCheckpoint(pool: Pool | PoolClient, source: string): Promise<Checkpoint> {
-  const { rows } = await pool.query<{ state: Checkpoint }>('SELECT state FROM pull_checkpoints WHERE source = $1', [source]);
+  const { rows } = await pool.query<{ state: Checkpoint }>('SELECT state FROM pull_checkpoints WHERE source = $1', [
+    source,
+  ]);
   return rows[0]?.state ?? {};
 }
 
@@ -208,14 +211,20 @@ async function commitPage(
     if (spec.updated_at) {
       updatedAt = parseTime(pick(record, spec.updated_at));
       if (!updatedAt) {
-        quarantine.push({ reason: `${spec.updated_at} is missing or not a time: ${JSON.stringify(pick(record, spec.updated_at))}`, record });
+        quarantine.push({
+          reason: `${spec.updated_at} is missing or not a time: ${JSON.stringify(pick(record, spec.updated_at))}`,
+          record,
+        });
         continue;
       }
     }
     const timeField = spec.event_time ?? spec.updated_at;
     const eventTime = timeField ? parseTime(pick(record, timeField)) : new Date();
     if (!eventTime) {
-      quarantine.push({ reason: `${timeField} is missing or not a time: ${JSON.stringify(pick(record, timeField!))}`, record });
+      quarantine.push({
+        reason: `${timeField} is missing or not a time: ${JSON.stringify(pick(record, timeField!))}`,
+        record,
+      });
       continue;
     }
     const typeValue = spec.event_type_field ? pick(record, spec.event_type_field) : spec.event_type;
@@ -300,7 +309,11 @@ async function commitPage(
 
 function buildClient(def: SourceDefinition, opts: RunOptions, counters: { throttled: number; waitedMs: number }) {
   const pacer = def.rate_limit
-    ? new PgTokenBucket(opts.pool, { name: def.rate_limit.bucket, ratePerSecond: def.rate_limit.per_second, burst: def.rate_limit.burst })
+    ? new PgTokenBucket(opts.pool, {
+        name: def.rate_limit.bucket,
+        ratePerSecond: def.rate_limit.per_second,
+        burst: def.rate_limit.burst,
+      })
     : undefined;
   return new HttpClient({
     timeoutMs: def.request.timeout_ms,
@@ -371,10 +384,18 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
   for (let page = 1; ; page++) {
     const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...auth.headers };
     if (page === 1 && def.etag && before.etag) headers['if-none-match'] = before.etag;
-    const response: HttpResponse = await client.request({ method: def.request.method, url, headers, body: def.request.body, idempotent: true });
+    const response: HttpResponse = await client.request({
+      method: def.request.method,
+      url,
+      headers,
+      body: def.request.body,
+      idempotent: true,
+    });
     if (page === 1) {
       firstEtag = response.headers.etag;
-      const poll = def.poll_interval_header ? Number(response.headers[def.poll_interval_header.toLowerCase()]) : Number.NaN;
+      const poll = def.poll_interval_header
+        ? Number(response.headers[def.poll_interval_header.toLowerCase()])
+        : Number.NaN;
       if (Number.isFinite(poll) && poll > 0) pollSeconds = poll;
     }
     if (response.status === 304) {
@@ -389,7 +410,10 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     }
     const records = pick(body, def.records.path);
     if (!Array.isArray(records)) {
-      throw new PageError(url, `records.path "${def.records.path}" is not an array (got ${records === null ? 'null' : typeof records})`);
+      throw new PageError(
+        url,
+        `records.path "${def.records.path}" is not an array (got ${records === null ? 'null' : typeof records})`,
+      );
     }
 
     // Work out the next request before committing, so a page that cannot be followed is not half-committed.
@@ -402,7 +426,13 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     let stop = false;
     if (pg.type === 'cursor') {
       const value = pick(body, pg.cursor_path);
-      if (value !== undefined && value !== null && value !== '' && typeof value !== 'string' && typeof value !== 'number') {
+      if (
+        value !== undefined &&
+        value !== null &&
+        value !== '' &&
+        typeof value !== 'string' &&
+        typeof value !== 'number'
+      ) {
         throw new PageError(url, `cursor at ${pg.cursor_path} is not a string`);
       }
       const cursor = value === undefined || value === null || value === '' ? undefined : String(value);

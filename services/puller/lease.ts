@@ -1,5 +1,5 @@
-import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Pool } from '../../libs/db/index.ts';
 
 /** Who holds a lease: readable in pull_leases when someone asks "who is running this?". */
@@ -18,7 +18,10 @@ export async function acquireLease(pool: Pool, source: string, owner: string, tt
   return rowCount === 1;
 }
 
-export async function leaseHolder(pool: Pool, source: string): Promise<{ owner: string; expires_at: Date } | undefined> {
+export async function leaseHolder(
+  pool: Pool,
+  source: string,
+): Promise<{ owner: string; expires_at: Date } | undefined> {
   const { rows } = await pool.query<{ owner: string; expires_at: Date }>(
     'SELECT owner, expires_at FROM pull_leases WHERE source = $1 AND expires_at > clock_timestamp()',
     [source],
@@ -34,10 +37,19 @@ export async function releaseLease(pool: Pool, source: string, owner: string): P
  * Holds the lease while `work` runs, renewing it at a third of its lifetime. A failed renewal does
  * not stop the work here: every page transaction checks the lease itself and refuses to commit.
  */
-export async function withLease<T>(pool: Pool, source: string, owner: string, ttlMs: number, work: () => Promise<T>): Promise<T> {
-  const timer = setInterval(() => {
-    acquireLease(pool, source, owner, ttlMs).catch(() => undefined);
-  }, Math.max(100, ttlMs / 3));
+export async function withLease<T>(
+  pool: Pool,
+  source: string,
+  owner: string,
+  ttlMs: number,
+  work: () => Promise<T>,
+): Promise<T> {
+  const timer = setInterval(
+    () => {
+      acquireLease(pool, source, owner, ttlMs).catch(() => undefined);
+    },
+    Math.max(100, ttlMs / 3),
+  );
   try {
     return await work();
   } finally {

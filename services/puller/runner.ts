@@ -1,5 +1,4 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Pool } from '../../libs/db/index.ts';
 import type { SourceDefinition } from './definition.ts';
 import { loadCheckpoint, type RunOptions, type RunStats, runSource } from './engine.ts';
 import { acquireLease, leaseHolder, withLease } from './lease.ts';
@@ -76,7 +75,8 @@ export async function runScheduler(defs: SourceDefinition[], opts: SchedulerOpti
         }
         const jitter = (random() * 2 - 1) * def.schedule.jitter_ms;
         let wait = Math.max(0, def.schedule.every_ms + jitter);
-        const notBefore = (await loadCheckpoint(opts.pool, def.name).catch(() => ({ not_before: undefined }))).not_before;
+        const notBefore = (await loadCheckpoint(opts.pool, def.name).catch(() => ({ not_before: undefined })))
+          .not_before;
         if (notBefore) wait = Math.max(wait, Date.parse(notBefore) - Date.now());
         await sleep(wait);
       }

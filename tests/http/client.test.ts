@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
 import type { Pool } from '../../libs/db/index.ts';
 import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
 import {
@@ -9,7 +10,6 @@ import {
   requestFingerprint,
   serverWaitMs,
 } from '../../libs/http/index.ts';
-import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
 import { testPool } from '../helpers/real-stack.ts';
 
 let pool: Pool;
@@ -35,7 +35,9 @@ describe('header parsing (pure)', () => {
   });
   it('fingerprints method + url + body and masks secrets in URLs', () => {
     expect(requestFingerprint('post', 'http://a/x', '{}')).toBe(requestFingerprint('POST', 'http://a/x', '{}'));
-    expect(requestFingerprint('POST', 'http://a/x', '{}')).not.toBe(requestFingerprint('POST', 'http://a/x', '{"a":1}'));
+    expect(requestFingerprint('POST', 'http://a/x', '{}')).not.toBe(
+      requestFingerprint('POST', 'http://a/x', '{"a":1}'),
+    );
     expect(redactSecrets('http://a/x?api_key=s3cret&page=2')).toBe('http://a/x?api_key=***&page=2');
   });
 });
@@ -73,7 +75,9 @@ describe('HttpClient against the simulator', () => {
   it('gives up at the deadline rather than wait past it, naming the URL', async () => {
     sim.faults.storm = { requests: 1, retryAfterS: 30 };
     const failed = new HttpClient({ ...fast, deadlineMs: 1000 }).request({ url: `${sim.url}/api/items?token=abc` });
-    await expect(failed).rejects.toThrow(`GET ${sim.url}/api/items?token=*** gave up after the 1000 ms deadline; last: answered 429`);
+    await expect(failed).rejects.toThrow(
+      `GET ${sim.url}/api/items?token=*** gave up after the 1000 ms deadline; last: answered 429`,
+    );
     sim.faults.storm = undefined;
   });
 
@@ -104,11 +108,13 @@ describe('HttpClient against the simulator', () => {
     const client = new HttpClient({ ...fast, fingerprints: new PgFingerprintStore(pool) });
     sim.faults.burst503 = 1;
     const body = JSON.stringify({ report: `u-${Date.now()}` });
-    await expect(client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body })).rejects.toThrow('answered 503');
+    await expect(
+      client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body }),
+    ).rejects.toThrow('answered 503');
     const before = sim.stats.exportsCreated;
-    await expect(client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body })).rejects.toThrow(
-      'outcome is unknown',
-    );
+    await expect(
+      client.request({ method: 'POST', url: `${sim.url}/api/exports`, headers: json, body }),
+    ).rejects.toThrow('outcome is unknown');
     expect(sim.stats.exportsCreated).toBe(before);
   });
 });

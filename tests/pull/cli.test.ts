@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Pool } from '../../libs/db/index.ts';
 import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
+import type { Pool } from '../../libs/db/index.ts';
 import { runCli } from '../cli/run-cli.ts';
 import { testPool } from '../helpers/real-stack.ts';
 import { changeFeedDefinition, definitionsDir, eventIds, outboxCounts } from './helpers.ts';
@@ -32,7 +32,9 @@ const env = (dir: string) => ({
 
 describe('conveyor pull --once', () => {
   it('survives kill -9 mid-run: the rerun resumes with no gap and no duplicate outbox row', async () => {
-    const raw = changeFeedDefinition(sim.url, { request: { base_url: sim.url, path: '/api/changes', params: { limit: 20 } } });
+    const raw = changeFeedDefinition(sim.url, {
+      request: { base_url: sim.url, path: '/api/changes', params: { limit: 20 } },
+    });
     const dir = await definitionsDir(raw);
     sim.faults.slowMs = 15;
     sim.resetStats();
@@ -40,7 +42,9 @@ describe('conveyor pull --once', () => {
       env: { ...process.env, ...env(dir) },
       stdio: 'ignore',
     });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.on('exit', (_code, signal) => resolve(signal)),
+    );
     while (sim.stats.requests < 15) await new Promise((resolve) => setTimeout(resolve, 20));
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
@@ -98,7 +102,9 @@ describe('conveyor pull --once', () => {
     await writeFile(path.join(dir, 'broken.yaml'), 'name: broken\nrequest: { base_url: "not a url" }\n');
     const invalid = await runCli(['pull', '--source', String(raw.name), '--once'], env(dir));
     expect(invalid.code).toBe(2);
-    expect(invalid.stderr).toContain(`${path.join(dir, 'broken.yaml')}: request.base_url: must be an absolute http(s) URL`);
+    expect(invalid.stderr).toContain(
+      `${path.join(dir, 'broken.yaml')}: request.base_url: must be an absolute http(s) URL`,
+    );
   });
 
   it('exits 1 with the reason when the API refuses, and does not move the checkpoint', async () => {
@@ -106,7 +112,10 @@ describe('conveyor pull --once', () => {
     const dir = await definitionsDir(raw);
     sim.faults.token = 'right-token';
     try {
-      const result = await runCli(['pull', '--source', String(raw.name), '--once'], { ...env(dir), FEED_TOKEN: 'wrong-token' });
+      const result = await runCli(['pull', '--source', String(raw.name), '--once'], {
+        ...env(dir),
+        FEED_TOKEN: 'wrong-token',
+      });
       expect(result.code).toBe(1);
       expect(result.stderr).toContain('answered 401: {"message":"Bad credentials"}');
       expect(result.stderr + result.stdout).not.toContain('wrong-token');
@@ -125,7 +134,9 @@ describe('conveyor pull --all', () => {
   it('runs each source on its interval until SIGTERM, then exits 0', async () => {
     const raw = changeFeedDefinition(sim.url, { schedule: { every: '500ms', jitter: '100ms' } });
     const dir = await definitionsDir(raw);
-    const child = spawn(process.execPath, [BIN, 'pull', '--all'], { env: { ...process.env, ...env(dir), GITHUB_API_URL: sim.url } });
+    const child = spawn(process.execPath, [BIN, 'pull', '--all'], {
+      env: { ...process.env, ...env(dir), GITHUB_API_URL: sim.url },
+    });
     let stderr = '';
     child.stderr.on('data', (d) => {
       stderr += d;

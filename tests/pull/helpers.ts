@@ -8,11 +8,20 @@ import { acquireLease } from '../../services/puller/lease.ts';
 import { uniqueName } from '../helpers/real-stack.ts';
 
 /** A change-feed source (cursor pagination, cursor checkpoint) against the simulator, with overrides. */
-export function changeFeedDefinition(baseUrl: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+export function changeFeedDefinition(
+  baseUrl: string,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     name: uniqueName('feed').toLowerCase(),
     request: { base_url: baseUrl, path: '/api/changes', params: { limit: 50 } },
-    records: { path: 'data', primary_key: 'id', event_time: 'created_at', updated_at: 'updated_at', event_type: 'item.changed' },
+    records: {
+      path: 'data',
+      primary_key: 'id',
+      event_time: 'created_at',
+      updated_at: 'updated_at',
+      event_type: 'item.changed',
+    },
     pagination: { type: 'cursor', cursor_path: 'next_cursor', cursor_param: 'cursor' },
     incremental: { type: 'cursor' },
     retry: { max_attempts: 6, deadline: '60s' },
@@ -38,7 +47,10 @@ export async function takeLease(pool: Pool, source: string, owner = 'test-owner'
 }
 
 export async function eventIds(pool: Pool, source: string): Promise<string[]> {
-  const { rows } = await pool.query<{ event_id: string }>('SELECT event_id FROM raw_events WHERE source = $1 ORDER BY event_id', [source]);
+  const { rows } = await pool.query<{ event_id: string }>(
+    'SELECT event_id FROM raw_events WHERE source = $1 ORDER BY event_id',
+    [source],
+  );
   return rows.map((r) => r.event_id);
 }
 

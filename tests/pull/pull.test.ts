@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Pool } from '../../libs/db/index.ts';
 import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
+import type { Pool } from '../../libs/db/index.ts';
 import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
 import { testPool } from '../helpers/real-stack.ts';
 import { changeFeedDefinition, definition, eventIds, outboxCounts, takeLease } from './helpers.ts';
@@ -36,7 +36,9 @@ describe('ascending cursor source', () => {
   });
 
   it('ingests every version served while records are inserted and updated during paging, each once', async () => {
-    const raw = changeFeedDefinition(sim.url, { request: { base_url: sim.url, path: '/api/changes', params: { limit: 25 } } });
+    const raw = changeFeedDefinition(sim.url, {
+      request: { base_url: sim.url, path: '/api/changes', params: { limit: 25 } },
+    });
     sim.resetStats();
     sim.faults.mutatePerPage = { inserts: 2, updates: 4 };
     try {
@@ -65,6 +67,20 @@ describe('ascending cursor source', () => {
     const [t0, t1, t2] = sim.stats.times;
     expect(t1! - t0!).toBeGreaterThanOrEqual(1000);
     expect(t2! - t1!).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('adapts to the X-RateLimit-Remaining / Reset quota the server announces, receiving no 429', async () => {
+    const raw = changeFeedDefinition(sim.url, { rate_limit: { per_second: 1000, burst: 100 } });
+    sim.resetStats();
+    sim.faults.quota = { limit: 4, windowMs: 1000 };
+    try {
+      const stats = await run(raw);
+      expect(stats.accepted).toBe(sim.items.size);
+    } finally {
+      delete sim.faults.quota;
+    }
+    expect(sim.stats.requests).toBeGreaterThan(4);
+    expect(sim.stats.byStatus[429]).toBeUndefined();
   });
 
   it('fails on a malformed page naming the URL, without moving the checkpoint', async () => {
@@ -103,7 +119,13 @@ describe('watermark source (offset pagination, updated_after, look-back)', () =>
   const watermarkDefinition = () =>
     changeFeedDefinition(sim.url, {
       request: { base_url: sim.url, path: '/api/items', params: {} },
-      records: { path: 'items', primary_key: 'id', event_time: 'created_at', updated_at: 'updated_at', event_type: 'item.changed' },
+      records: {
+        path: 'items',
+        primary_key: 'id',
+        event_time: 'created_at',
+        updated_at: 'updated_at',
+        event_type: 'item.changed',
+      },
       pagination: { type: 'offset', limit: 100 },
       incremental: { type: 'watermark', param: 'updated_after', lookback: '10s' },
     });

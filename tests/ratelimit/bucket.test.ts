@@ -19,7 +19,9 @@ function worker(args: string[]): Promise<number[]> {
     child.stdout.on('data', (d) => {
       out += d;
     });
-    child.on('close', (code) => (code === 0 ? resolve(out.trim().split('\n').map(Number)) : reject(new Error(`worker exit ${code}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve(out.trim().split('\n').map(Number)) : reject(new Error(`worker exit ${code}`)),
+    );
   });
 }
 
@@ -28,7 +30,10 @@ describe('PgTokenBucket', () => {
     const name = uniqueName('bucket');
     const rate = 20;
     const burst = 2;
-    const [a, b] = await Promise.all([worker([name, '30', String(rate), String(burst)]), worker([name, '30', String(rate), String(burst)])]);
+    const [a, b] = await Promise.all([
+      worker([name, '30', String(rate), String(burst)]),
+      worker([name, '30', String(rate), String(burst)]),
+    ]);
     const all = [...a!, ...b!].sort((x, y) => x - y);
     expect(all).toHaveLength(60);
     // Over any stretch, the two processes together took no more than burst + rate * seconds tokens.
@@ -47,7 +52,10 @@ describe('PgTokenBucket', () => {
     const other = new PgTokenBucket(pool, bucket.spec);
     expect(await other.reserve()).toBeGreaterThan(900);
     const quota = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 100, burst: 10 });
-    await quota.observe(200, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + 2) });
+    await quota.observe(200, {
+      'x-ratelimit-remaining': '0',
+      'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + 2),
+    });
     expect(await quota.reserve()).toBeGreaterThan(1000);
   });
 

@@ -1,9 +1,12 @@
 import { Command, CommanderError } from 'commander';
+import { registerDlqCommands } from './dlq-command.ts';
 import { registerMigrateCommand } from './migrate-command.ts';
 import { registerPullCommand } from './pull-command.ts';
 import { registerRelayCommand } from './relay-command.ts';
 import { registerSchemaCommands } from './schema-command.ts';
+import { registerSinkCommand } from './sink-command.ts';
 import { registerStackCommands } from './stack-commands.ts';
+import { registerVerifyCommand } from './verify-command.ts';
 
 const program = new Command()
   .name('conveyor')
@@ -16,6 +19,9 @@ registerMigrateCommand(program);
 registerPullCommand(program);
 registerRelayCommand(program);
 registerSchemaCommands(program);
+registerSinkCommand(program);
+registerDlqCommands(program);
+registerVerifyCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,77 @@
+import { type LakeEvent, partitionValue, recordFileStem, utcDate, utcHour } from './event.ts';
+
+/** When a bronze file closes and the next one starts (all judged on record data, never the clock). */
+export interface RotationPolicy {
+  maxRecords: number;
+  maxBytes: number;
+  /** Record-time span: a file ends before a record ingested this long after the file's first one. */
+  maxSpanMs: number;
+}
+
+export interface BronzeFile {
+  key: string;
+  body: string;
+  records: number;
+  firstOffset: string;
+}
+
+export function bronzeDir(event: LakeEvent): string {
+  return [
+    'bronze',
+    `source=${partitionValue(event.source)}`,
+    `event_type=${partitionValue(event.eventType)}`,
+    `event_date=${utcDate(event.eventTime)}`,
+    `ingest_date=${utcDate(event.ingestedAt)}`,
+    `hour=${utcHour(event.ingestedAt)}`,
+  ].join('/');
+}
+
+/** One JSON line; the payload text is embedded as is, so bronze keeps the bytes that were sent. */
+export function bronzeLine(event: LakeEvent): string {
+  return (
+    `{"event_id":${JSON.stringify(event.eventId)},"source":${JSON.stringify(event.source)},` +
+    `"event_type":${JSON.stringify(event.eventType)},"entity_key":${JSON.stringify(event.entityKey)},` +
+    `"event_time":"${new Date(event.eventTime).toISOString()}","ingested_at":"${new Date(event.ingestedAt).toISOString()}",` +
+    `"payload":${event.payload},"lineage":${JSON.stringify(event.lineage)},` +
+    `"kafka":{"topic":${JSON.stringify(event.topic)},"partition":${event.partition},"offset":${event.offset}}}\n`
+  );
+}
+
+/**
+ * Splits events of one topic-partition (in offset order) into bronze files. A file's name is fixed by
+ * its topic, partition and first offset, and its end only by the records and the policy, so
+ * re-running the same records from the same committed offset yields the same files, byte for byte.
+ */
+export function bronzeFiles(events: LakeEvent[], policy: RotationPolicy): BronzeFile[] {
+  const files: BronzeFile[] = [];
+  const open = new Map<string, { file: BronzeFile; firstTime: number; bytes: number }>();
+  for (const event of events) {
+    const dir = bronzeDir(event);
+    const line = bronzeLine(event);
+    const bytes = Buffer.byteLength(line);
+    let current = open.get(dir);
+    if (
+      current &&
+      (current.file.records >= policy.maxRecords ||
+        current.bytes + bytes > policy.maxBytes ||
+        event.ingestedAt - current.firstTime >= policy.maxSpanMs)
+    ) {
+      current = undefined;
+    }
+    if (!current) {
+      const file: BronzeFile = {
+        key: `${dir}/${recordFileStem(event.topic, event.partition, event.offset)}.jsonl`,
+        body: '',
+        records: 0,
+        firstOffset: event.offset,
+      };
+      files.push(file);
+      current = { file, firstTime: event.ingestedAt, bytes: 0 };
+      open.set(dir, current);
+    }
+    current.file.body += line;
+    current.file.records += 1;
+    current.bytes += bytes;
+  }
+  return files;
+}

@@ -1,0 +1,142 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+
+/**
+ * Where the sink's output lives. Every write is all-or-nothing: a reader sees the old object or the
+ * new one, never a part. Paths are relative, '/'-separated keys, so an S3 implementation can follow.
+ */
+export interface LakeStorage {
+  /** Durably replaces (or creates) the object at `key` with `data`. */
+  put(key: string, data: Buffer | string): Promise<void>;
+  /**
+   * Gives `produce` a local scratch path to write to (e.g. DuckDB's COPY ... TO), then publishes that
+   * file durably at `key`. Returns its size in bytes.
+   */
+  putFrom(key: string, produce: (scratchPath: string) => Promise<void>): Promise<number>;
+  /** Keys under `prefix` (recursive), sorted. Scratch files are never listed. */
+  list(prefix: string): Promise<string[]>;
+  read(key: string): Promise<Buffer>;
+  readStream(key: string): Readable;
+  remove(key: string): Promise<void>;
+  /** A local path for readers that need one (DuckDB's read_parquet), or undefined when remote. */
+  localPath(key: string): string | undefined;
+}
+
+const SCRATCH_MARK = '.tmp-';
+
+export class StorageKeyError extends Error {
+  constructor(key: string, problem: string) {
+    super(`storage key "${key}": ${problem}`);
+    this.name = 'StorageKeyError';
+  }
+}
+
+/** A local directory: write to a scratch name beside the target, fsync it, rename, fsync the folder. */
+export class LocalDirStorage implements LakeStorage {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  private resolve(key: string): string {
+    if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '')) {
+      throw new StorageKeyError(key, 'must be relative, without empty or ".." segments');
+    }
+    return path.join(this.root, ...key.split('/'));
+  }
+
+  private scratchFor(target: string): string {
+    return path.join(path.dirname(target), `.${path.basename(target)}${SCRATCH_MARK}${randomBytes(6).toString('hex')}`);
+  }
+
+  /** Makes the rename itself durable: without this a power cut can forget the new directory entry. */
+  private async fsyncDir(dir: string): Promise<void> {
+    const handle = await fs.open(dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async publish(scratch: string, target: string): Promise<void> {
+    const handle = await fs.open(scratch, 'r+');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(scratch, target);
+    await this.fsyncDir(path.dirname(target));
+  }
+
+  async put(key: string, data: Buffer | string): Promise<void> {
+    const target = this.resolve(key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const scratch = this.scratchFor(target);
+    try {
+      await fs.writeFile(scratch, data);
+      await this.publish(scratch, target);
+    } catch (error) {
+      await fs.rm(scratch, { force: true });
+      throw error;
+    }
+  }
+
+  async putFrom(key: string, produce: (scratchPath: string) => Promise<void>): Promise<number> {
+    const target = this.resolve(key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const scratch = this.scratchFor(target);
+    try {
+      await produce(scratch);
+      const { size } = await fs.stat(scratch);
+      await this.publish(scratch, target);
+      return size;
+    } catch (error) {
+      await fs.rm(scratch, { force: true });
+      throw error;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const base = prefix === '' ? this.root : this.resolve(prefix.replace(/\/+$/, ''));
+    let entries: string[];
+    try {
+      entries = await fs.readdir(base, { recursive: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const keys: string[] = [];
+    for (const entry of entries) {
+      if (path.basename(entry).includes(SCRATCH_MARK)) continue;
+      const full = path.join(base, entry);
+      if ((await fs.stat(full)).isFile()) keys.push(path.relative(this.root, full).split(path.sep).join('/'));
+    }
+    return keys.sort();
+  }
+
+  read(key: string): Promise<Buffer> {
+    return fs.readFile(this.resolve(key));
+  }
+
+  readStream(key: string): Readable {
+    return createReadStream(this.resolve(key));
+  }
+
+  async remove(key: string): Promise<void> {
+    const target = this.resolve(key);
+    await fs.rm(target, { force: true });
+    await this.fsyncDir(path.dirname(target)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+
+  localPath(key: string): string {
+    return this.resolve(key);
+  }
+}

@@ -1,0 +1,43 @@
+import type { Command } from 'commander';
+import { createPool } from '../../../libs/db/index.ts';
+import { LocalDirStorage } from '../../../libs/lake/storage.ts';
+import { outputDir } from '../../sink/main.ts';
+import { isClean, verifyOutput } from '../../sink/verify.ts';
+
+export function registerVerifyCommand(program: Command): void {
+  program
+    .command('verify')
+    .description(
+      'Compare the accepted events (raw_events) with the event ids in the lake: missing, duplicated and extra per layer. Exits 1 unless all are 0.',
+    )
+    .option('-s, --source <name...>', 'only these sources')
+    .option('--layer <layer...>', 'bronze and/or silver', ['bronze', 'silver'])
+    .option('--output <dir>', 'lake root (default: SINK_OUTPUT_DIR)')
+    .option('--json', 'print one JSON line per layer')
+    .action(async (options: { source?: string[]; layer: string[]; output?: string; json?: boolean }) => {
+      const layers = options.layer.map((l) => {
+        if (l !== 'bronze' && l !== 'silver') throw new Error(`--layer: expected bronze or silver, got "${l}"`);
+        return l;
+      });
+      const pool = createPool({ max: 1, applicationName: 'conveyor-verify' });
+      try {
+        const storage = new LocalDirStorage(options.output ?? outputDir());
+        const reports = await verifyOutput(pool, storage, { sources: options.source ?? [], layers });
+        for (const r of reports) {
+          if (options.json) {
+            process.stdout.write(`${JSON.stringify(r)}\n`);
+            continue;
+          }
+          process.stdout.write(
+            `${r.layer.padEnd(7)} accepted=${r.accepted} output_rows=${r.rowsInOutput} missing=${r.missing} duplicated=${r.duplicated} extra=${r.extra}\n`,
+          );
+          for (const kind of ['missing', 'duplicated', 'extra'] as const) {
+            if (r.examples[kind].length > 0) process.stdout.write(`  first ${kind}: ${r.examples[kind].join(', ')}\n`);
+          }
+        }
+        if (!isClean(reports)) process.exitCode = 1;
+      } finally {
+        await pool.end();
+      }
+    });
+}

@@ -1,0 +1,78 @@
+import path from 'node:path';
+import { conveyorHome, intSetting, setting } from '../../libs/config/index.ts';
+import { createPool } from '../../libs/db/index.ts';
+import { createKafka, EVENT_TOPIC_PATTERN } from '../../libs/kafka/index.ts';
+import { SilverWriter } from '../../libs/lake/silver.ts';
+import { LocalDirStorage } from '../../libs/lake/storage.ts';
+import { createLogger, createMetrics, startOpsServer } from '../../libs/observability/index.ts';
+import { SchemaRegistryClient } from '../../libs/registry/index.ts';
+import { Sink } from './sink.ts';
+
+export function outputDir(env: NodeJS.ProcessEnv = process.env): string {
+  const configured = setting('SINK_OUTPUT_DIR', env);
+  return configured ? path.resolve(configured) : path.join(conveyorHome(env), 'lake');
+}
+
+function list(value: string): string[] {
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
+/** `conveyor sink`: runs until SIGTERM / SIGINT, then writes and commits the batch in progress. */
+export async function runSink(): Promise<void> {
+  const logger = createLogger('sink');
+  const metrics = createMetrics('sink');
+  const pool = createPool({ max: 6, applicationName: 'conveyor-sink' });
+  const storage = new LocalDirStorage(outputDir());
+  const silver = await SilverWriter.create(storage, { memoryLimit: setting('SINK_DUCKDB_MEMORY') });
+  const topics = list(setting('SINK_TOPICS'));
+  const sink = new Sink({
+    kafka: createKafka({ clientId: 'conveyor-sink' }),
+    registry: new SchemaRegistryClient(),
+    pool,
+    storage,
+    silver,
+    logger,
+    metrics,
+    groupId: setting('SINK_GROUP_ID'),
+    topics: topics.length > 0 ? topics : EVENT_TOPIC_PATTERN,
+    rotation: {
+      maxRecords: intSetting('SINK_FILE_MAX_RECORDS', process.env, 1),
+      maxBytes: intSetting('SINK_FILE_MAX_BYTES', process.env, 1),
+      maxSpanMs: intSetting('SINK_FILE_MAX_SPAN_MS', process.env, 1),
+    },
+    entitySources: new Set(list(setting('SINK_ENTITY_SOURCES'))),
+    partitionsConcurrently: intSetting('SINK_PARTITIONS_CONCURRENTLY', process.env, 1),
+    maxBytesPerPartition: intSetting('SINK_FETCH_MAX_BYTES', process.env, 1024),
+    dedupeRetentionDays: intSetting('SINK_DEDUPE_RETENTION_DAYS'),
+  });
+  await sink.start();
+  const ops = await startOpsServer({
+    port: intSetting('SINK_PORT'),
+    metrics,
+    healthy: () => sink.isRunning,
+    ready: async () =>
+      sink.isRunning &&
+      (await pool.query('SELECT 1').then(
+        () => true,
+        () => false,
+      )),
+  });
+  logger.info({ port: ops.port, output: storage.root }, 'sink running; ops endpoints: /metrics /healthz /readyz');
+
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info({ signal }, 'shutting down: writing and committing the batch in progress');
+      resolve();
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+  });
+  await sink.stop();
+  await ops.close();
+  silver.close();
+  await pool.end();
+  logger.info('sink stopped');
+}

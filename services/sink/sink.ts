@@ -1,0 +1,283 @@
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import { type Pool, withTransaction } from '../../libs/db/index.ts';
+import { DLQ_HEADER, DLQ_TOPIC, ensureTopics } from '../../libs/kafka/index.ts';
+import { bronzeFiles, type RotationPolicy } from '../../libs/lake/bronze.ts';
+import type { LakeEvent } from '../../libs/lake/event.ts';
+import type { SilverWriter } from '../../libs/lake/silver.ts';
+import type { LakeStorage } from '../../libs/lake/storage.ts';
+import { Counter, Gauge, Histogram, type Logger, type Registry } from '../../libs/observability/index.ts';
+import { RegistryError, type SchemaRegistryClient } from '../../libs/registry/index.ts';
+import { claimEvents, expireClaims } from './dedupe.ts';
+import { checkEnvelope, decodeWith, Rejection, wireId } from './gate.ts';
+
+export interface SinkOptions {
+  kafka: Kafka;
+  registry: SchemaRegistryClient;
+  pool: Pool;
+  storage: LakeStorage;
+  silver: SilverWriter;
+  logger: Logger;
+  metrics: Registry;
+  groupId: string;
+  /** Topic names, or a pattern matched against the topics that exist at start. */
+  topics: string[] | RegExp;
+  rotation: RotationPolicy;
+  /** Sources whose events also merge into silver/<source>_latest (one row per entity key). */
+  entitySources: ReadonlySet<string>;
+  partitionsConcurrently: number;
+  maxBytesPerPartition: number;
+  dedupeRetentionDays: number;
+}
+
+const BRONZE_WRITES_IN_FLIGHT = 8;
+
+interface Rejected {
+  message: KafkaMessage;
+  rejection: Rejection;
+}
+
+/**
+ * The sink: per fetched batch of one topic-partition, decode → gate (rejects to the DLQ) → dedupe →
+ * bronze and silver files, durable → commit the batch's offsets. Nothing is committed before the files
+ * covering it are renamed into place and fsynced, so a crash anywhere replays the batch from its first
+ * offset, which rewrites the same files.
+ */
+export class Sink {
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  private readonly m;
+
+  constructor(private readonly options: SinkOptions) {
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      maxBytesPerPartition: options.maxBytesPerPartition,
+      maxBytes: options.maxBytesPerPartition * 4,
+      maxWaitTimeInMs: 500,
+    });
+    this.producer = options.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const registers = [options.metrics];
+    this.m = {
+      consumed: new Counter({
+        name: 'conveyor_sink_consumed_total',
+        help: 'Records consumed, by topic',
+        labelNames: ['topic'],
+        registers,
+      }),
+      written: new Counter({
+        name: 'conveyor_sink_events_written_total',
+        help: 'Distinct events written to bronze, by source',
+        labelNames: ['source'],
+        registers,
+      }),
+      duplicates: new Counter({
+        name: 'conveyor_sink_duplicates_dropped_total',
+        help: 'Records dropped as duplicates of an event already claimed, by source',
+        labelNames: ['source'],
+        registers,
+      }),
+      dlq: new Counter({
+        name: 'conveyor_sink_dlq_total',
+        help: 'Records sent to the DLQ, by reason',
+        labelNames: ['reason'],
+        registers,
+      }),
+      bytes: new Counter({
+        name: 'conveyor_sink_bytes_written_total',
+        help: 'Bytes written to the lake, by layer',
+        labelNames: ['layer'],
+        registers,
+      }),
+      lag: new Gauge({
+        name: 'conveyor_sink_lag',
+        help: 'Records behind the high watermark after the last batch, by topic and partition',
+        labelNames: ['topic', 'partition'],
+        registers,
+      }),
+      batchSeconds: new Histogram({
+        name: 'conveyor_sink_batch_seconds',
+        help: 'Time from fetched batch to committed offsets',
+        buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        registers,
+      }),
+    };
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  async start(): Promise<void> {
+    const { kafka, topics } = this.options;
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await ensureTopics(admin, [{ topic: DLQ_TOPIC, numPartitions: 3 }]);
+    } finally {
+      await admin.disconnect();
+    }
+    await this.producer.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: Array.isArray(topics) ? topics : [topics], fromBeginning: true });
+    this.consumer.on(this.consumer.events.CRASH, (event) => {
+      this.running = false;
+      this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
+    });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.options.partitionsConcurrently,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+    this.running = true;
+    const day = 24 * 3600_000;
+    if (this.options.dedupeRetentionDays > 0) {
+      this.expiryTimer = setInterval(() => void this.expire(), Math.min(day, 600_000));
+      this.expiryTimer.unref();
+    }
+  }
+
+  /** Waits for the batch in progress to be written and committed, then leaves the group. */
+  async stop(): Promise<void> {
+    clearInterval(this.expiryTimer);
+    await this.consumer.disconnect();
+    await this.producer.disconnect();
+    this.running = false;
+  }
+
+  private async expire(): Promise<void> {
+    try {
+      const removed = await expireClaims(this.options.pool, this.options.dedupeRetentionDays);
+      if (removed > 0) this.options.logger.info({ removed }, 'expired dedupe claims');
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'dedupe claim expiry failed; will retry');
+    }
+  }
+
+  private async handleBatch({ batch, resolveOffset, heartbeat, isStale }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    const started = process.hrtime.bigint();
+    const next = (BigInt(batch.lastOffset()) + 1n).toString();
+    const { events, rejected } = await this.decode(topic, partition, batch.messages);
+    await this.sendToDlq(topic, partition, rejected);
+    const { kept, duplicates } = await claimEvents(this.options.pool, events);
+    await this.write(kept);
+    // After a rebalance this partition belongs to another member: leave the commit to it.
+    if (isStale()) return;
+    await this.consumer.commitOffsets([{ topic, partition, offset: next }]);
+    resolveOffset(batch.lastOffset());
+    await heartbeat();
+
+    this.m.consumed.inc({ topic }, batch.messages.length);
+    this.m.lag.set({ topic, partition: String(partition) }, Number(batch.offsetLag()));
+    this.m.batchSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    for (const e of kept) this.m.written.inc({ source: e.source });
+    for (const e of duplicates) this.m.duplicates.inc({ source: e.source });
+    if (duplicates.length > 0 || rejected.length > 0) {
+      const reasons: Record<string, number> = {};
+      for (const r of rejected) reasons[r.rejection.reason] = (reasons[r.rejection.reason] ?? 0) + 1;
+      this.options.logger.info(
+        {
+          topic,
+          partition,
+          offset: batch.firstOffset(),
+          written: kept.length,
+          duplicates: duplicates.length,
+          dlq: reasons,
+        },
+        'batch committed with duplicates or rejects',
+      );
+    }
+  }
+
+  private async decode(
+    topic: string,
+    partition: number,
+    messages: KafkaMessage[],
+  ): Promise<{ events: LakeEvent[]; rejected: Rejected[] }> {
+    const events: LakeEvent[] = [];
+    const rejected: Rejected[] = [];
+    for (const message of messages) {
+      try {
+        const id = wireId(message.value);
+        const type = await this.schemaOf(id);
+        const value = decodeWith(type, message.value!);
+        events.push(checkEnvelope(value, { topic, partition, offset: message.offset }));
+      } catch (error) {
+        if (!(error instanceof Rejection)) throw error;
+        rejected.push({ message, rejection: error });
+      }
+    }
+    return { events, rejected };
+  }
+
+  /** A schema id the registry does not know is the record's fault; any other registry error is ours. */
+  private async schemaOf(id: number) {
+    try {
+      return await this.options.registry.typeOf(id);
+    } catch (error) {
+      if (error instanceof RegistryError && error.status === 404) {
+        throw new Rejection('unknown_schema', `schema id ${id} is not in the registry`, 'UnknownSchemaError');
+      }
+      throw error;
+    }
+  }
+
+  private async sendToDlq(topic: string, partition: number, rejected: Rejected[]): Promise<void> {
+    if (rejected.length === 0) return;
+    const failedAt = new Date().toISOString();
+    await this.producer.send({
+      topic: DLQ_TOPIC,
+      acks: -1,
+      messages: rejected.map(({ message, rejection }) => ({
+        key: message.key,
+        value: message.value,
+        headers: {
+          ...message.headers,
+          [DLQ_HEADER.reason]: rejection.reason,
+          [DLQ_HEADER.errorClass]: rejection.errorClass,
+          [DLQ_HEADER.message]: rejection.message,
+          [DLQ_HEADER.stage]: 'sink',
+          [DLQ_HEADER.originalTopic]: topic,
+          [DLQ_HEADER.originalPartition]: String(partition),
+          [DLQ_HEADER.originalOffset]: message.offset,
+          [DLQ_HEADER.failedAt]: failedAt,
+        },
+      })),
+    });
+    for (const { rejection } of rejected) this.m.dlq.inc({ reason: rejection.reason });
+  }
+
+  private async write(kept: LakeEvent[]): Promise<void> {
+    if (kept.length === 0) return;
+    const { storage, silver, rotation, entitySources, pool } = this.options;
+    const files = bronzeFiles(kept, rotation);
+    for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
+      await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
+    }
+    this.m.bytes.inc(
+      { layer: 'bronze' },
+      files.reduce((sum, f) => sum + Buffer.byteLength(f.body), 0),
+    );
+    const events = await silver.writeEvents(kept);
+    this.m.bytes.inc({ layer: 'silver' }, events.bytes);
+
+    const bySource = new Map<string, LakeEvent[]>();
+    for (const e of kept) {
+      if (!entitySources.has(e.source)) continue;
+      const list = bySource.get(e.source) ?? [];
+      list.push(e);
+      bySource.set(e.source, list);
+    }
+    for (const [source, list] of bySource) {
+      // Sinks on other machines merge into the same dataset: one merge at a time per dataset.
+      const merged = await withTransaction(pool, async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`conveyor.silver.${source}_latest`]);
+        return silver.mergeEntities(source, list);
+      });
+      this.m.bytes.inc({ layer: 'silver' }, merged.bytes);
+    }
+  }
+}

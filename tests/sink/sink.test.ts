@@ -1,0 +1,294 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
+import { LocalDirStorage } from '../../libs/lake/storage.ts';
+import { planReplay, readDlq, replay } from '../../services/sink/dlq.ts';
+import { isClean, verifyOutput } from '../../services/sink/verify.ts';
+import { testKafka, testPool } from '../helpers/real-stack.ts';
+import { startSink, TestSource, tempLake, waitForCommitted } from './stack.ts';
+
+const pool = testPool(10);
+const kafka = testKafka();
+
+afterAll(async () => {
+  await pool.end();
+});
+
+function filesUnder(root: string, dir: string): string[] {
+  const base = path.join(root, dir);
+  if (!fs.existsSync(base)) return [];
+  return (fs.readdirSync(base, { recursive: true }) as string[])
+    .filter((f) => fs.statSync(path.join(base, f)).isFile())
+    .map((f) => path.join(dir, f))
+    .sort();
+}
+
+function digest(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of [...filesUnder(root, 'bronze'), ...filesUnder(root, 'silver')]) {
+    out[f] = createHash('sha256')
+      .update(fs.readFileSync(path.join(root, f)))
+      .digest('hex');
+  }
+  return out;
+}
+
+function bronzeLines(root: string): Array<Record<string, unknown>> {
+  return filesUnder(root, 'bronze').flatMap((f) =>
+    fs
+      .readFileSync(path.join(root, f), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>),
+  );
+}
+
+/** Silver rows read with hyparquet: a reader independent of the writer (DuckDB). */
+async function silverRows(root: string, dataset: string): Promise<Array<Record<string, unknown>>> {
+  const rows: Array<Record<string, unknown>> = [];
+  for (const f of filesUnder(root, `silver/${dataset}`).filter((f) => f.endsWith('.parquet'))) {
+    const file = await asyncBufferFromFile(path.join(root, f));
+    const date = /date=([0-9-]+)/.exec(f)![1];
+    for (const row of await parquetReadObjects({ file })) rows.push({ ...row, date });
+  }
+  return rows;
+}
+
+async function counter(metrics: { getSingleMetricAsString: (n: string) => Promise<string> }, name: string) {
+  const text = await metrics.getSingleMetricAsString(name);
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
+describe('sink', () => {
+  it('writes each event once to bronze (JSONL, seed-004 layout) and silver (Parquet), and verify agrees', async () => {
+    const src = await new TestSource(kafka, pool).setup();
+    const events = await src.accept(src.events(400));
+    await src.publish(events);
+    const lake = tempLake();
+    const running = await startSink(kafka, pool, lake, [src.topic]);
+    try {
+      await waitForCommitted(kafka, running.groupId, [src.topic]);
+    } finally {
+      await running.stop();
+    }
+
+    const bronze = filesUnder(lake, 'bronze');
+    const layout =
+      /^bronze\/source=[^/]+\/event_type=order\.(created|paid)\/event_date=2026-03-0[12]\/ingest_date=\d{4}-\d{2}-\d{2}\/hour=\d{2}\/conveyor\.[^+]+\+[0-2]\+\d{20}\.jsonl$/;
+    for (const f of bronze) expect(f.replace(/%2E/g, '.')).toMatch(layout);
+    const lines = bronzeLines(lake);
+    expect(lines).toHaveLength(400);
+    expect(new Set(lines.map((l) => l.event_id)).size).toBe(400);
+    const first = lines.find((l) => l.event_id === `${src.source}-7`)!;
+    expect(first.payload).toEqual({ seq: 7, amount: 21, note: 'é 7' });
+    expect(first.event_type).toBe('order.created');
+    expect(first.lineage).toEqual({ request: 'req-7' });
+    expect((first.kafka as { topic: string }).topic).toBe(src.topic);
+
+    const silver = await silverRows(lake, encodeURIComponent(src.source).replace(/\./g, '%2E'));
+    expect(silver).toHaveLength(400);
+    expect(new Set(silver.map((r) => r.event_id)).size).toBe(400);
+    const row = silver.find((r) => r.event_id === `${src.source}-8`)!;
+    expect(row.date).toBe('2026-03-01');
+    expect(JSON.parse(row.payload as string)).toEqual({ seq: 8, amount: 24, note: 'é 8' });
+    expect((row.event_time as Date).toISOString()).toBe('2026-03-01T10:00:08.000Z');
+
+    // DuckDB, the engine analysts would point at the lake, reads the same partitions.
+    const duck = await (await DuckDBInstance.create(':memory:')).connect();
+    const counted = await duck.runAndReadAll(
+      `SELECT count(DISTINCT event_id)::INTEGER FROM read_parquet('${lake}/silver/*/date=*/*.parquet', hive_partitioning = true)`,
+    );
+    expect(counted.getRowsJS()[0]![0]).toBe(400);
+    duck.closeSync();
+
+    const reports = await verifyOutput(pool, new LocalDirStorage(lake), { sources: [src.source] });
+    expect(reports.map((r) => [r.layer, r.missing, r.duplicated, r.extra])).toEqual([
+      ['bronze', 0, 0, 0],
+      ['silver', 0, 0, 0],
+    ]);
+  });
+
+  it('collapses duplicates (re-publications, repeats within a batch) and replaying from offset 0 changes nothing', async () => {
+    const src = await new TestSource(kafka, pool).setup();
+    const events = await src.accept(src.events(300));
+    await src.publish(events);
+    // The relay re-publishing after a crash: the same event ids at later offsets.
+    await src.publish(events.slice(100, 250));
+    await src.publish([events[5]!, events[5]!, events[6]!]);
+    const lake = tempLake();
+    const running = await startSink(kafka, pool, lake, [src.topic]);
+    try {
+      await waitForCommitted(kafka, running.groupId, [src.topic]);
+      expect(await counter(running.metrics, 'conveyor_sink_duplicates_dropped_total')).toBe(153);
+    } finally {
+      await running.stop();
+    }
+    const lines = bronzeLines(lake);
+    expect(lines).toHaveLength(300);
+    expect(new Set(lines.map((l) => l.event_id)).size).toBe(300);
+    const before = digest(lake);
+
+    // A new consumer group reads the whole topic again from offset 0: same files, same bytes.
+    const again = await startSink(kafka, pool, lake, [src.topic]);
+    try {
+      await waitForCommitted(kafka, again.groupId, [src.topic]);
+    } finally {
+      await again.stop();
+    }
+    expect(digest(lake)).toEqual(before);
+    const reports = await verifyOutput(pool, new LocalDirStorage(lake), { sources: [src.source] });
+    expect(isClean(reports)).toBe(true);
+  });
+
+  it('sends poison records to the DLQ with reason headers while the rest flow', async () => {
+    const src = await new TestSource(kafka, pool).setup(1);
+    const events = await src.accept(src.events(20));
+    const good = await Promise.all(events.map((e) => src.encode(e)));
+    const poison = [
+      { key: 'p1', value: Buffer.from('{"not":"avro"}') },
+      { key: 'p2', value: await src.encode(events[0]!, { event_id: '' }) },
+      { key: 'p3', value: await src.encode(events[0]!, { event_time: 253402300800000 }) },
+      { key: 'p4', value: await src.encode(events[0]!, { payload: 'not json' }) },
+      { key: 'p5', value: Buffer.concat([Buffer.from([0, 0x7f, 0xff, 0xff, 0xf0]), good[0]!.subarray(5)]) },
+    ];
+    await src.send([
+      ...good.slice(0, 10).map((value, i) => ({ key: events[i]!.entityKey, value })),
+      ...poison,
+      ...good.slice(10).map((value, i) => ({ key: events[i + 10]!.entityKey, value })),
+    ]);
+    const lake = tempLake();
+    const running = await startSink(kafka, pool, lake, [src.topic]);
+    try {
+      await waitForCommitted(kafka, running.groupId, [src.topic]);
+      expect(await counter(running.metrics, 'conveyor_sink_dlq_total')).toBe(5);
+    } finally {
+      await running.stop();
+    }
+    expect(bronzeLines(lake)).toHaveLength(20);
+
+    const mine = (await readDlq(kafka))
+      .filter((r) => r.headers[DLQ_HEADER.originalTopic] === src.topic)
+      .sort((a, b) => Number(a.headers[DLQ_HEADER.originalOffset]) - Number(b.headers[DLQ_HEADER.originalOffset]));
+    expect(mine.map((r) => [r.key?.toString(), r.headers[DLQ_HEADER.reason]])).toEqual([
+      ['p1', 'not_wire_format'],
+      ['p2', 'missing_event_id'],
+      ['p3', 'bad_event_time'],
+      ['p4', 'bad_payload'],
+      ['p5', 'unknown_schema'],
+    ]);
+    for (const r of mine) {
+      expect(r.headers[DLQ_HEADER.stage]).toBe('sink');
+      expect(r.headers[DLQ_HEADER.originalPartition]).toBe('0');
+      expect(Number(r.headers[DLQ_HEADER.originalOffset])).toBeGreaterThanOrEqual(10);
+      expect(r.headers[DLQ_HEADER.errorClass]).toBeTruthy();
+      expect(Date.parse(r.headers[DLQ_HEADER.failedAt]!)).not.toBeNaN();
+      expect(r.headers[DLQ_HEADER.message]).toBeTruthy();
+    }
+    expect(mine[2]!.headers[DLQ_HEADER.message]).toContain('event_time');
+  });
+
+  it('dlq replay re-publishes with key, headers and event id, and a second replay writes nothing new', async () => {
+    const src = await new TestSource(kafka, pool).setup(1);
+    const [event] = await src.accept(src.events(1, { from: 900 }));
+    // A record the sink dead-lettered during a registry outage, as it sits on the DLQ.
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    await producer.send({
+      topic: DLQ_TOPIC,
+      messages: [
+        {
+          key: event!.entityKey,
+          value: await src.encode(event!),
+          headers: {
+            [HEADER.eventId]: event!.eventId,
+            [DLQ_HEADER.reason]: 'unknown_schema',
+            [DLQ_HEADER.stage]: 'sink',
+            [DLQ_HEADER.originalTopic]: src.topic,
+            [DLQ_HEADER.originalPartition]: '0',
+            [DLQ_HEADER.originalOffset]: '0',
+          },
+        },
+      ],
+    });
+    await producer.disconnect();
+
+    const records = (await readDlq(kafka)).filter((r) => r.headers[DLQ_HEADER.originalTopic] === src.topic);
+    expect(planReplay(records, ['bad_payload']).byTopic.size).toBe(0);
+    const plan = planReplay(records, ['unknown_schema']);
+    expect(plan.byTopic.get(src.topic)).toHaveLength(1);
+    expect(await replay(kafka, plan)).toBe(1);
+    expect(await replay(kafka, plan)).toBe(1);
+
+    const lake = tempLake();
+    const running = await startSink(kafka, pool, lake, [src.topic]);
+    try {
+      await waitForCommitted(kafka, running.groupId, [src.topic]);
+    } finally {
+      await running.stop();
+    }
+    const lines = bronzeLines(lake);
+    expect(lines.map((l) => [l.event_id, (l.kafka as { offset: number }).offset])).toEqual([[event!.eventId, 0]]);
+    expect(isClean(await verifyOutput(pool, new LocalDirStorage(lake), { sources: [src.source] }))).toBe(true);
+  });
+
+  it('merges entity versions: the latest updated_at wins whatever the arrival order, ties by event id', async () => {
+    const src = await new TestSource(kafka, pool, 'sinkmerge').setup(2);
+    const base = src.events(1)[0]!;
+    const version = (id: string, key: string, updatedAt: string, day: number, v: number) => ({
+      ...base,
+      eventId: `${src.source}-${id}`,
+      entityKey: key,
+      eventTime: new Date(Date.UTC(2026, 2, day, 12)),
+      payload: { v, updated_at: updatedAt },
+    });
+    const first = await src.accept([
+      version('a1', 'cust-a', '2026-03-01T10:00:00Z', 1, 1),
+      version('a3', 'cust-a', '2026-03-03T10:00:00Z', 3, 3),
+      version('b1', 'cust-b', '2026-03-01T10:00:00Z', 1, 1),
+      version('c1', 'cust-c', '2026-03-02T10:00:00Z', 2, 1),
+      version('c2', 'cust-c', '2026-03-02T10:00:00Z', 2, 2),
+    ]);
+    await src.publish(first);
+    const lake = tempLake();
+    const entitySources = new Set([src.source]);
+    let running = await startSink(kafka, pool, lake, [src.topic], { entitySources });
+    await waitForCommitted(kafka, running.groupId, [src.topic]);
+    await running.stop();
+
+    // Later: an older version of a arrives late, b gets a newer version dated another day.
+    const late = await src.accept([
+      version('a2', 'cust-a', '2026-03-02T10:00:00Z', 2, 2),
+      version('b2', 'cust-b', '2026-03-04T10:00:00Z', 4, 2),
+    ]);
+    await src.publish(late);
+    running = await startSink(kafka, pool, lake, [src.topic], { entitySources, groupId: running.groupId });
+    await waitForCommitted(kafka, running.groupId, [src.topic]);
+    await running.stop();
+
+    const dataset = `${encodeURIComponent(src.source)}_latest`;
+    const rows = await silverRows(lake, dataset);
+    const latest = Object.fromEntries(
+      rows.map((r) => [r.entity_key, [r.event_id, (JSON.parse(r.payload as string) as { v: number }).v, r.date]]),
+    );
+    expect(rows).toHaveLength(3);
+    expect(latest).toEqual({
+      'cust-a': [`${src.source}-a3`, 3, '2026-03-03'],
+      'cust-b': [`${src.source}-b2`, 2, '2026-03-04'],
+      // Same updated_at: the greater event id wins, deterministically.
+      'cust-c': [`${src.source}-c2`, 2, '2026-03-02'],
+    });
+    // b moved from 2026-03-01 to 2026-03-04: the emptied partition is gone, not left stale.
+    expect(
+      filesUnder(lake, `silver/${dataset}`)
+        .map((f) => /date=([0-9-]+)/.exec(f)![1])
+        .sort(),
+    ).toEqual(['2026-03-02', '2026-03-03', '2026-03-04']);
+  });
+});

@@ -113,6 +113,10 @@ export const SETTINGS = {
     default: '128MB',
     help: "Memory limit of the sink's in-process DuckDB (the Parquet writer).",
   },
+  SINK_SESSION_TIMEOUT_MS: {
+    default: '30000',
+    help: 'Kafka consumer session timeout of the sink: a sink silent this long (crashed) loses its partitions to the others.',
+  },
 } as const satisfies Record<string, { default: string; help: string }>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -110,12 +110,15 @@ export interface ReplayPlan {
   notReplayable: number;
 }
 
-export function planReplay(records: DlqRecord[], reasons: string[]): ReplayPlan {
+export function planReplay(records: DlqRecord[], filter: { reasons?: string[]; topics?: string[] } = {}): ReplayPlan {
   const byTopic = new Map<string, DlqRecord[]>();
   let notReplayable = 0;
+  const reasons = filter.reasons ?? [];
+  const topics = filter.topics ?? [];
   for (const r of records) {
     if (reasons.length > 0 && !reasons.includes(r.headers[DLQ_HEADER.reason] ?? '')) continue;
     const topic = r.headers[DLQ_HEADER.originalTopic];
+    if (topics.length > 0 && !topics.includes(topic ?? '')) continue;
     if (r.headers[DLQ_HEADER.stage] !== 'sink' || !topic) {
       notReplayable += 1;
       continue;

@@ -47,6 +47,7 @@ export async function runSink(): Promise<void> {
     partitionsConcurrently: intSetting('SINK_PARTITIONS_CONCURRENTLY', process.env, 1),
     maxBytesPerPartition: intSetting('SINK_FETCH_MAX_BYTES', process.env, 1024),
     dedupeRetentionDays: intSetting('SINK_DEDUPE_RETENTION_DAYS'),
+    sessionTimeoutMs: intSetting('SINK_SESSION_TIMEOUT_MS', process.env, 6000),
   });
   await sink.start();
   const ops = await startOpsServer({

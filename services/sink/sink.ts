@@ -27,6 +27,7 @@ export interface SinkOptions {
   partitionsConcurrently: number;
   maxBytesPerPartition: number;
   dedupeRetentionDays: number;
+  sessionTimeoutMs?: number;
 }
 
 const BRONZE_WRITES_IN_FLIGHT = 8;
@@ -56,6 +57,8 @@ export class Sink {
       maxBytesPerPartition: options.maxBytesPerPartition,
       maxBytes: options.maxBytesPerPartition * 4,
       maxWaitTimeInMs: 500,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
     });
     this.producer = options.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     const registers = [options.metrics];

@@ -220,8 +220,8 @@ describe('sink', () => {
     await producer.disconnect();
 
     const records = (await readDlq(kafka)).filter((r) => r.headers[DLQ_HEADER.originalTopic] === src.topic);
-    expect(planReplay(records, ['bad_payload']).byTopic.size).toBe(0);
-    const plan = planReplay(records, ['unknown_schema']);
+    expect(planReplay(records, { reasons: ['bad_payload'] }).byTopic.size).toBe(0);
+    const plan = planReplay(records, { reasons: ['unknown_schema'], topics: [src.topic] });
     expect(plan.byTopic.get(src.topic)).toHaveLength(1);
     expect(await replay(kafka, plan)).toBe(1);
     expect(await replay(kafka, plan)).toBe(1);

@@ -34,10 +34,11 @@ export function registerDlqCommands(program: Command): void {
       'Re-publish sink-stage DLQ records to their original topics with key, headers and event id preserved (the sink dedupes, so replaying twice is harmless).',
     )
     .option('--reason <reason...>', 'only records with these reasons (e.g. unknown_schema bad_event_time)')
+    .option('--topic <topic...>', 'only records from these original topics')
     .option('--dry-run', 'say what would be replayed, publish nothing')
-    .action(async (options: { reason?: string[]; dryRun?: boolean }) => {
+    .action(async (options: { reason?: string[]; topic?: string[]; dryRun?: boolean }) => {
       const kafka = createKafka({ clientId: 'conveyor-dlq' });
-      const plan = planReplay(await readDlq(kafka), options.reason ?? []);
+      const plan = planReplay(await readDlq(kafka), { reasons: options.reason, topics: options.topic });
       const planned = [...plan.byTopic.values()].reduce((sum, list) => sum + list.length, 0);
       for (const [topic, list] of plan.byTopic) process.stdout.write(`  ${topic.padEnd(40)} ${list.length}\n`);
       if (plan.notReplayable > 0) {

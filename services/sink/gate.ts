@@ -45,7 +45,8 @@ function time(value: unknown, field: string, reason: RejectReason): number {
   const ms = value instanceof Date ? value.getTime() : typeof value === 'number' ? value : Number.NaN;
   if (!Number.isFinite(ms)) throw new Rejection(reason, `${field} is not a time: ${String(value)}`);
   if (ms < MIN_TIME || ms > MAX_TIME) {
-    throw new Rejection(reason, `${field} ${new Date(ms).toISOString()} is outside 1970-01-01..9999-12-31`);
+    // Raw milliseconds: far-out values are not representable as a Date, so cannot be formatted.
+    throw new Rejection(reason, `${field} ${ms} ms is outside 1970-01-01..9999-12-31`);
   }
   return ms;
 }

@@ -1,0 +1,140 @@
+/**
+ * npm run bench:sink — 200,000 events (~1 KB each) already on a topic → consumed, decoded, checked,
+ * deduped and written (bronze JSONL + silver Parquet, fsynced, offsets committed). In the same run,
+ * the ceiling: a bare kafkajs consumer group reading the same records. Prints a table, then one JSON line.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import avro from 'avsc';
+import { setting } from '../../libs/config/index.ts';
+import { createPool, migrate } from '../../libs/db/index.ts';
+import { createKafka, ensureTopics, HEADER } from '../../libs/kafka/index.ts';
+import { DEFAULT_SCHEMAS_DIR } from '../../libs/registry/contracts.ts';
+import { encodeWire, SchemaRegistryClient } from '../../libs/registry/index.ts';
+import { uniqueName } from '../helpers/real-stack.ts';
+import { startSink, waitForCommitted } from '../sink/stack.ts';
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
+const PARTITIONS = 6;
+
+const dbUrl = new URL(setting('DATABASE_URL'));
+dbUrl.pathname = '/conveyor_bench';
+process.env.DATABASE_URL = dbUrl.toString();
+await migrate({ url: dbUrl.toString() });
+
+const kafka = createKafka({ clientId: 'bench-sink' });
+const source = uniqueName('bench');
+const topic = `conveyor.${source}`;
+const admin = kafka.admin();
+await admin.connect();
+await ensureTopics(admin, [{ topic, numPartitions: PARTITIONS }]);
+
+const envelope = JSON.parse(fs.readFileSync(path.join(DEFAULT_SCHEMAS_DIR, 'envelope.avsc'), 'utf8'));
+const registry = new SchemaRegistryClient();
+const schemaId = await registry.register(`${topic}-value`, envelope);
+const type = avro.Type.forSchema(envelope);
+
+process.stderr.write(`producing ${EVENTS} events to ${topic}...\n`);
+const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+await producer.connect();
+const filler = 'x'.repeat(820);
+const now = Date.now();
+let valueBytes = 0;
+for (let start = 0; start < EVENTS; start += 5000) {
+  const messages = [];
+  for (let i = start; i < Math.min(EVENTS, start + 5000); i++) {
+    const eventId = `${source}-${i}`;
+    const value = encodeWire(schemaId, type, {
+      event_id: eventId,
+      source,
+      event_type: ['order.created', 'order.paid', 'order.shipped'][i % 3],
+      entity_key: `order-${i % 10_000}`,
+      event_time: Date.UTC(2026, 2, 1 + (i % 2), 12, 0, 0) + i,
+      ingested_at: now,
+      payload: JSON.stringify({ seq: i, amount: i % 997, filler }),
+      lineage: { outbox_id: String(i) },
+    });
+    valueBytes += value.length;
+    messages.push({ key: `order-${i % 10_000}`, value, headers: { [HEADER.eventId]: eventId } });
+  }
+  await producer.send({ topic, acks: -1, messages });
+}
+await producer.disconnect();
+
+const fetchBytes = 4 * 1024 * 1024;
+
+// Ceiling: a bare consumer group, same isolation and fetch size, doing nothing with the records.
+const bare = kafka.consumer({
+  groupId: uniqueName('bench-bare'),
+  readUncommitted: false,
+  maxBytesPerPartition: fetchBytes,
+  maxBytes: fetchBytes * 4,
+});
+await bare.connect();
+await bare.subscribe({ topics: [topic], fromBeginning: true });
+const bareStart = performance.now();
+let seen = 0;
+await new Promise<void>((resolve) => {
+  void bare.run({
+    partitionsConsumedConcurrently: 3,
+    eachBatch: async ({ batch }) => {
+      seen += batch.messages.length;
+      if (seen >= EVENTS) resolve();
+    },
+  });
+});
+const bareSeconds = (performance.now() - bareStart) / 1000;
+await bare.disconnect();
+
+// The sink, in this process: decode, gate, dedupe (Postgres), bronze + silver (fsync), commit.
+const lake = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-bench-lake-'));
+const pool = createPool({ max: 6, applicationName: 'conveyor-bench-sink' });
+let peakRss = process.memoryUsage().rss;
+const sampler = setInterval(() => {
+  peakRss = Math.max(peakRss, process.memoryUsage().rss);
+}, 50);
+const sinkStart = performance.now();
+const running = await startSink(kafka, pool, lake, [topic], {
+  maxBytesPerPartition: fetchBytes,
+  partitionsConcurrently: Number(process.env.SINK_PARTITIONS_CONCURRENTLY ?? 3),
+});
+await waitForCommitted(kafka, running.groupId, [topic], 600_000);
+const sinkSeconds = (performance.now() - sinkStart) / 1000;
+clearInterval(sampler);
+await running.stop();
+await pool.end();
+await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+await admin.disconnect();
+
+const lakeBytes = (fs.readdirSync(lake, { recursive: true }) as string[])
+  .map((f) => fs.statSync(path.join(lake, f)))
+  .filter((s) => s.isFile())
+  .reduce((sum, s) => sum + s.size, 0);
+fs.rmSync(lake, { recursive: true, force: true });
+
+const eventsPerS = Math.round(EVENTS / sinkSeconds);
+const ceiling = Math.round(EVENTS / bareSeconds);
+const result = {
+  bench: 'sink',
+  events: EVENTS,
+  events_per_s: eventsPerS,
+  ceiling_events_per_s: ceiling,
+  ratio: Number((eventsPerS / ceiling).toFixed(2)),
+  mb_per_s: Number((valueBytes / 1e6 / sinkSeconds).toFixed(1)),
+  lake_mb_written: Number((lakeBytes / 1e6).toFixed(1)),
+  rss_mb: Math.round(peakRss / 1e6),
+  cores: os.availableParallelism(),
+};
+const rows: Array<[string, string]> = [
+  ['events', String(EVENTS)],
+  ['sink events/s', String(eventsPerS)],
+  ['bare kafkajs consumer events/s', String(ceiling)],
+  ['ratio (target >= 0.6)', String(result.ratio)],
+  ['consumed MB/s (Kafka values)', String(result.mb_per_s)],
+  ['lake MB written (bronze + silver)', String(result.lake_mb_written)],
+  ['peak RSS MB (target < 256)', String(result.rss_mb)],
+];
+for (const [name, value] of rows) process.stdout.write(`${name.padEnd(36)} ${value.padStart(10)}\n`);
+process.stdout.write(`${JSON.stringify(result)}\n`);
+process.exit(0);

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { bronzeFiles } from '../../libs/lake/bronze.ts';
+import type { LakeEvent } from '../../libs/lake/event.ts';
+
+const HOUR = 3600_000;
+const t0 = Date.UTC(2026, 2, 1, 10, 0, 0);
+
+function event(offset: number, over: Partial<LakeEvent> = {}): LakeEvent {
+  return {
+    eventId: `e${offset}`,
+    source: 'shop',
+    eventType: 'order/created',
+    entityKey: 'k',
+    eventTime: t0,
+    ingestedAt: t0 + offset * 1000,
+    updatedAt: t0,
+    payload: '{"a":1}',
+    lineage: {},
+    topic: 'conveyor.shop',
+    partition: 2,
+    offset: String(offset),
+    ...over,
+  };
+}
+
+const policy = { maxRecords: 3, maxBytes: 1 << 20, maxSpanMs: HOUR };
+
+describe('bronze files', () => {
+  it('uses the seed-004 layout, escapes partition values and names files by topic, partition and first offset', () => {
+    const [file] = bronzeFiles([event(7)], policy);
+    expect(file!.key).toBe(
+      'bronze/source=shop/event_type=order%2Fcreated/event_date=2026-03-01/ingest_date=2026-03-01/hour=10/conveyor.shop+2+00000000000000000007.jsonl',
+    );
+    expect(JSON.parse(file!.body)).toMatchObject({ event_id: 'e7', payload: { a: 1 }, kafka: { offset: 7 } });
+  });
+
+  it('rotates by record count and by record time, never by the clock, so the same records give the same files', () => {
+    const events = [0, 1, 2, 3, 4].map((o) => event(o));
+    events.push(event(5, { ingestedAt: t0 + 2 * HOUR - 1 }), event(6, { ingestedAt: t0 + 2 * HOUR }));
+    const files = bronzeFiles(events, { ...policy, maxSpanMs: HOUR / 2 });
+    expect(files.map((f) => [f.firstOffset, f.records])).toEqual([
+      ['0', 3],
+      ['3', 2],
+      ['5', 1],
+      ['6', 1],
+    ]);
+    expect(bronzeFiles(events, { ...policy, maxSpanMs: HOUR / 2 })).toEqual(files);
+  });
+
+  it('rotates by bytes', () => {
+    const line = bronzeFiles([event(0)], policy)[0]!.body.length;
+    const files = bronzeFiles(
+      [0, 1, 2].map((o) => event(o)),
+      { ...policy, maxBytes: line * 2 },
+    );
+    expect(files.map((f) => f.records)).toEqual([2, 1]);
+  });
+});

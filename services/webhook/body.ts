@@ -1,0 +1,110 @@
+import { createHash } from 'node:crypto';
+
+/** A request the service refuses: HTTP status, a stable code, and the field paths at fault. */
+export class BadRequestError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly problems: Array<{ path: string; message: string }> = [],
+  ) {
+    super(message);
+    this.name = 'BadRequestError';
+  }
+}
+
+// ignoreBOM keeps a leading BOM in the text, so the text re-encodes to exactly the received bytes.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export function decodeUtf8(body: Buffer): string {
+  try {
+    return UTF8.decode(body);
+  } catch {
+    throw new BadRequestError(400, 'invalid_utf8', 'request body is not valid UTF-8');
+  }
+}
+
+/** Nesting depth of a JSON text, found without parsing it, so a hostile body cannot exhaust the stack. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92 /* \ */) i++;
+      else if (c === 34 /* " */) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91 /* { [ */) max = Math.max(max, ++depth);
+    else if (c === 125 || c === 93 /* } ] */) depth--;
+  }
+  return max;
+}
+
+/** Parses a JSON object body: malformed, too deep or not an object → 400. */
+export function parseJsonObject(text: string, maxDepth: number): Record<string, unknown> {
+  if (nestingDepth(text) > maxDepth) {
+    throw new BadRequestError(400, 'too_deep', `JSON nested deeper than ${maxDepth} levels`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new BadRequestError(400, 'malformed_json', `request body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new BadRequestError(400, 'not_an_object', 'request body must be a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Canonical JSON: object keys sorted by code unit, no whitespace, numbers and strings as
+ * JSON.stringify writes them (the same as RFC 8785 for the values JSON.parse produces).
+ */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.keys(value)
+    .sort()
+    .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
+  return `{${entries.join(',')}}`;
+}
+
+export interface IngestFields {
+  source: string;
+  event_type: string;
+  entity_id: string;
+  /** Normalised: Date#toISOString() of the instant, so equal instants hash equally. */
+  event_time: string;
+  payload: Record<string, unknown>;
+}
+
+/** The seed-004 event id: sha256 of the canonical JSON of the five fields, lower-case hex. */
+export function ingestEventId(fields: IngestFields): string {
+  return createHash('sha256').update(canonicalJson(fields)).digest('hex');
+}
+
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * Parses an ISO-8601 date-time with a zone (Z or ±hh:mm) and checks it lies in
+ * [1970-01-01, now + maxFutureMs]. Digits beyond milliseconds are dropped.
+ */
+export function parseEventTime(value: string, path: string, nowMs: number, maxFutureMs: number): Date {
+  const match = ISO_8601.exec(value);
+  const bad = (message: string) => new BadRequestError(400, 'invalid_body', message, [{ path, message }]);
+  if (!match) throw bad('must be an ISO-8601 date-time with a zone, e.g. 2025-12-28T23:59:59Z');
+  const [, y, mo, d, h, mi, s] = match.map(Number) as number[];
+  const daysInMonth = new Date(Date.UTC(y!, mo!, 0)).getUTCDate();
+  if (mo! < 1 || mo! > 12 || d! < 1 || d! > daysInMonth || h! > 23 || mi! > 59 || s! > 59) {
+    throw bad(`is not a calendar date-time: ${value}`);
+  }
+  const time = new Date(value);
+  if (Number.isNaN(time.getTime())) throw bad(`is not a valid date-time: ${value}`);
+  if (time.getTime() < 0) throw bad('is before 1970-01-01T00:00:00Z');
+  if (time.getTime() > nowMs + maxFutureMs) {
+    throw bad(`is more than ${Math.round(maxFutureMs / 1000)} s in the future`);
+  }
+  return time;
+}

@@ -14,9 +14,10 @@ export async function runWebhook(): Promise<void> {
   const logger = createLogger('webhook');
   const sources = loadSources(setting('WEBHOOK_SOURCES_FILE'));
   const contracts = new PayloadContracts();
+  const poolMax = intSetting('WEBHOOK_DB_POOL_MAX', process.env, 1);
   const pool = new pg.Pool({
     connectionString: databaseUrl(),
-    max: intSetting('WEBHOOK_DB_POOL_MAX', process.env, 1),
+    max: poolMax,
     application_name: 'conveyor-webhook',
     connectionTimeoutMillis: ACQUIRE_TIMEOUT_MS,
   });
@@ -24,6 +25,7 @@ export async function runWebhook(): Promise<void> {
   pool.on('error', (error) => logger.warn({ err: error }, 'idle Postgres connection lost'));
   const app = await buildWebhookApp({
     pool,
+    poolMax,
     maxWaiting: intSetting('WEBHOOK_DB_MAX_WAITING'),
     sources,
     contracts,

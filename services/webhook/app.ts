@@ -142,6 +142,15 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
     return source;
   };
 
+  // While closing, each answer ends its keep-alive connection, so close() does not wait for clients to hang up.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     const status = String(reply.statusCode);

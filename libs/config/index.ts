@@ -117,6 +117,46 @@ export const SETTINGS = {
     default: '30000',
     help: 'Kafka consumer session timeout of the sink: a sink silent this long (crashed) loses its partitions to the others.',
   },
+  WEBHOOK_PORT: {
+    default: '8080',
+    help: 'Port of the webhook / ingest service (`conveyor webhook`); 0 picks a free port.',
+  },
+  WEBHOOK_HOST: {
+    default: '127.0.0.1',
+    help: 'Address the webhook service listens on; 0.0.0.0 to accept requests from other machines.',
+  },
+  WEBHOOK_SOURCES_FILE: {
+    default: '',
+    help: 'YAML or JSON file of webhook sources (scheme, names of the secret variables); empty enables github / stripe / standard-webhooks when GITHUB_WEBHOOK_SECRET / STRIPE_WEBHOOK_SECRET / STANDARD_WEBHOOK_SECRET is set.',
+  },
+  WEBHOOK_BODY_LIMIT: {
+    default: '1048576',
+    help: 'Largest request body in bytes for /webhooks/:source and /ingest; larger ones get 413.',
+  },
+  WEBHOOK_MAX_JSON_DEPTH: {
+    default: '64',
+    help: 'Deepest JSON nesting accepted in a body; deeper ones get 400.',
+  },
+  INGEST_BATCH_MAX_EVENTS: {
+    default: '1000',
+    help: 'Most events one POST /ingest/batch may carry (its body limit is WEBHOOK_BODY_LIMIT times 16).',
+  },
+  INGEST_MAX_FUTURE_SECONDS: {
+    default: '86400',
+    help: 'An event_time further than this in the future is refused (400); times before 1970 always are.',
+  },
+  WEBHOOK_DB_POOL_MAX: {
+    default: '10',
+    help: 'Postgres connections of the webhook service.',
+  },
+  WEBHOOK_DB_MAX_WAITING: {
+    default: '256',
+    help: 'Requests that may wait for a Postgres connection; beyond this (or after 2 s of waiting) the service answers 503 with Retry-After.',
+  },
+  DRY_RUN: {
+    default: 'false',
+    help: 'true makes the webhook service validate and compute event ids without writing (per request: header x-conveyor-dry-run: true).',
+  },
 } as const satisfies Record<string, { default: string; help: string }>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -9,12 +9,13 @@ export interface PendingRow {
   event_id: string;
   event_type: string;
   entity_key: string;
-  event_time: Date;
-  ingested_at: Date;
-  created_at: Date;
+  /** Times as epoch milliseconds: what Avro's timestamp-millis wants, and cheaper to read than Dates. */
+  event_ms: number;
+  ingested_ms: number;
+  created_ms: number;
   /** jsonb as text, so an untyped payload is never parsed and re-serialised. */
   payload: string;
-  lineage: Record<string, unknown>;
+  lineage: string;
 }
 
 export class EncodeError extends Error {
@@ -27,16 +28,18 @@ export class EncodeError extends Error {
 /** The Avro value of the envelope for one row; lineage gains the outbox id. */
 export function envelopeOf(row: PendingRow, contract: TopicContract): Record<string, unknown> {
   const lineage: Record<string, string> = { outbox_id: row.id };
-  for (const [key, value] of Object.entries(row.lineage)) {
-    lineage[key] = typeof value === 'string' ? value : JSON.stringify(value);
+  if (row.lineage !== '{}') {
+    for (const [key, value] of Object.entries(JSON.parse(row.lineage) as Record<string, unknown>)) {
+      lineage[key] = typeof value === 'string' ? value : JSON.stringify(value);
+    }
   }
   return {
     event_id: row.event_id,
     source: row.source,
     event_type: row.event_type,
     entity_key: row.entity_key,
-    event_time: row.event_time.getTime(),
-    ingested_at: row.ingested_at.getTime(),
+    event_time: row.event_ms,
+    ingested_at: row.ingested_ms,
     payload: contract.typedPayload ? (JSON.parse(row.payload) as unknown) : row.payload,
     lineage,
   };

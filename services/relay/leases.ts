@@ -3,7 +3,6 @@ import type { Pool } from '../../libs/db/index.ts';
 /**
  * Shard leases in Postgres. Each live relay heartbeats in relay_instances and holds at most its fair
  * share, ceil(shards / live relays), of relay_leases; a lease not renewed within its TTL can be taken.
- * Kafka fences the previous holder as well: a shard's transactional id is the same on every relay.
  */
 export class ShardLeases {
   constructor(

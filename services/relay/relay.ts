@@ -26,6 +26,7 @@ export interface RelayOptions {
   topicPartitions?: number;
   /** Published rows older than this are deleted; 0 keeps them. */
   retentionMs?: number;
+  /** Defaults to conveyor-relay-<database name>: deployments sharing a Kafka cluster must not fence each other. */
   transactionalIdPrefix?: string;
   schemasDir?: string;
 }
@@ -36,29 +37,39 @@ interface TopicState {
 }
 
 const PENDING_SQL = `
-  SELECT o.id::text AS id, o.topic, o.created_at, r.source, r.event_id, r.event_type, r.entity_key,
-         r.event_time, r.ingested_at, r.payload::text AS payload, r.lineage
+  SELECT o.id::text AS id, o.topic, r.source, r.event_id, r.event_type, r.entity_key,
+         (extract(epoch FROM o.created_at) * 1000)::float8 AS created_ms,
+         floor(extract(epoch FROM r.event_time) * 1000)::float8 AS event_ms,
+         floor(extract(epoch FROM r.ingested_at) * 1000)::float8 AS ingested_ms,
+         r.payload::text AS payload, r.lineage::text AS lineage
   FROM outbox o JOIN raw_events r USING (source, event_id)
-  WHERE o.shard = $1 AND o.published_at IS NULL AND o.failed_at IS NULL AND NOT (o.topic = ANY($3::text[]))
+  WHERE o.shard = ANY($1::smallint[]) AND o.published_at IS NULL AND o.failed_at IS NULL AND NOT (o.topic = ANY($3::text[]))
   ORDER BY o.id
   LIMIT $2`;
 
-/** Errors after which this relay no longer owns the shard's transactional id. */
-function isFenced(error: unknown): boolean {
-  const type = (error as { type?: string }).type ?? '';
-  return ['PRODUCER_FENCED', 'INVALID_PRODUCER_EPOCH', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED'].includes(type);
-}
+/**
+ * After a commit the coordinator still writes its markers, and the next transaction's first request
+ * is answered CONCURRENT_TRANSACTIONS until it is done (a few ms). kafkajs's default first retry waits
+ * 300 ms; the Java client retries such requests after 20 ms.
+ */
+export const TRANSACTION_RETRY = { initialRetryTime: 20, maxRetryTime: 5000, retries: 12 };
 
 /**
- * Publishes outbox rows to Kafka: per shard, in id order, inside Kafka transactions whose id is the
- * shard's, then marks them published. At least once: a crash between the Kafka commit and the
- * Postgres update re-publishes the same rows, with the same event ids, in the same order.
+ * Publishes the outbox rows of the shards it leases to Kafka, in id order, one Kafka transaction per
+ * batch, then marks them published. At least once: a crash between the Kafka commit and the Postgres
+ * update re-publishes the same rows, with the same event ids, in the same order.
  */
 export class Relay {
   readonly owner: string;
   private readonly o: Required<Omit<RelayOptions, 'owner' | 'schemasDir'>> & { schemasDir?: string };
   private readonly leases: ShardLeases;
-  private readonly shardLoops = new Map<number, { stop: boolean; done: Promise<void> }>();
+  /** Shards this relay holds a lease on; the pump publishes only their rows. */
+  private readonly held = new Set<number>();
+  /** Local time until which the leases are surely valid (renewal start + TTL). */
+  private leaseValidUntil = 0;
+  private readonly transactionTimeoutMs: number;
+  private pumping?: Promise<void>;
+  private inFlight?: Promise<number>;
   private readonly topics = new Map<string, TopicState>();
   /** Topics whose schema the gate refused, with when to try again. Their rows wait. */
   private readonly blocked = new Map<string, number>();
@@ -79,10 +90,13 @@ export class Relay {
       autoRegister: false,
       topicPartitions: 6,
       retentionMs: 24 * 3600_000,
-      transactionalIdPrefix: 'conveyor-relay',
+      transactionalIdPrefix: `conveyor-relay-${decodeURIComponent(new URL(options.databaseUrl).pathname.slice(1))}`,
       ...options,
     };
     this.leases = new ShardLeases(options.pool, this.owner, OUTBOX_SHARDS, this.o.leaseTtlMs);
+    // Kafka aborts a transaction open longer than this; a transaction is only started while the lease
+    // has more than this left, so a stalled relay cannot commit after another one took its shards.
+    this.transactionTimeoutMs = Math.floor((this.o.leaseTtlMs * 2) / 3);
     const registers = [options.metrics];
     this.m = {
       published: new Counter({
@@ -120,7 +134,7 @@ export class Relay {
   }
 
   get shardsHeld(): number[] {
-    return [...this.shardLoops.keys()].sort((a, b) => a - b);
+    return [...this.held].sort((a, b) => a - b);
   }
 
   async start(): Promise<void> {
@@ -135,22 +149,21 @@ export class Relay {
     await this.listener.connect();
     await this.listener.query('LISTEN conveyor_outbox');
     await this.balance();
-    const renewEvery = Math.max(250, Math.floor(this.o.leaseTtlMs / 5));
-    this.every(renewEvery, () => this.balance());
+    this.every(Math.max(200, Math.floor(this.o.leaseTtlMs / 5)), () => this.balance());
     this.every(5000, () => this.measureBacklog());
     if (this.o.retentionMs > 0) this.every(60_000, () => this.deletePublished());
+    this.pumping = this.pump();
     this.o.logger.info({ owner: this.owner, shards: this.shardsHeld }, 'relay started');
   }
 
-  /** Stops claiming, lets each shard finish its batch, releases the leases and disconnects. */
+  /** Stops claiming, lets the batch in flight finish, releases the leases and disconnects. */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     for (const timer of this.timers) clearInterval(timer);
-    for (const loop of this.shardLoops.values()) loop.stop = true;
     this.wake();
-    await Promise.all([...this.shardLoops.values()].map((l) => l.done));
-    this.shardLoops.clear();
+    await this.pumping;
+    this.held.clear();
     await this.leases.leave().catch((error) => this.o.logger.warn({ err: error }, 'could not release leases'));
     await this.listener?.end().catch(() => undefined);
     await this.admin?.disconnect().catch(() => undefined);
@@ -187,69 +200,70 @@ export class Relay {
     });
   }
 
-  /** Renews leases, drops shards lost to expiry, releases extras above the fair share, claims the rest. */
+  /** Renews leases, forgets shards lost to expiry, releases extras above the fair share, claims the rest. */
   private async balance(): Promise<void> {
+    const renewedAt = Date.now();
     const { held, fairShare } = await this.leases.renew();
+    this.leaseValidUntil = renewedAt + this.o.leaseTtlMs;
     const stillHeld = new Set(held);
-    for (const [shard, loop] of this.shardLoops) {
+    for (const shard of this.held) {
       if (!stillHeld.has(shard)) {
-        this.o.logger.warn({ shard }, 'lease lost; stopping the shard');
-        loop.stop = true;
+        this.o.logger.warn({ shard }, 'lease lost; leaving the shard');
+        this.held.delete(shard);
       }
     }
     const extra = held.slice(fairShare);
     if (extra.length > 0) {
-      for (const shard of extra) {
-        const loop = this.shardLoops.get(shard);
-        if (loop) loop.stop = true;
-      }
-      await Promise.all(extra.map((s) => this.shardLoops.get(s)?.done));
+      // Rows of these shards may be in the batch in flight: let it settle before another relay can claim them.
+      for (const shard of extra) this.held.delete(shard);
+      await this.inFlight;
       await this.leases.release(extra);
     }
+    for (const shard of held.slice(0, fairShare)) this.held.add(shard);
     if (this.running) {
-      const claimed = await this.leases.claim(fairShare - Math.min(held.length, fairShare));
-      for (const shard of claimed) this.startShard(shard);
-      for (const shard of held.slice(0, fairShare)) if (!this.shardLoops.has(shard)) this.startShard(shard);
+      for (const shard of await this.leases.claim(fairShare - this.held.size)) this.held.add(shard);
     }
-    this.m.shardsHeld.set(this.shardLoops.size);
+    this.m.shardsHeld.set(this.held.size);
+    this.wake();
   }
 
-  private startShard(shard: number): void {
-    const loop = { stop: false, done: Promise.resolve() };
-    loop.done = this.runShard(shard, loop).finally(() => {
-      if (this.shardLoops.get(shard) === loop) this.shardLoops.delete(shard);
-    });
-    this.shardLoops.set(shard, loop);
+  /** The lease is long enough that a transaction started now times out before the lease could move. */
+  private leaseAllowsTransaction(): boolean {
+    return this.leaseValidUntil - Date.now() > this.transactionTimeoutMs;
   }
 
-  private async runShard(shard: number, loop: { stop: boolean }): Promise<void> {
+  private async pump(): Promise<void> {
     let producer: Producer | undefined;
     let backoffMs = 250;
-    while (this.running && !loop.stop) {
+    while (this.running) {
       try {
+        if (this.held.size === 0 || !this.leaseAllowsTransaction()) {
+          await this.sleep(this.o.pollIntervalMs);
+          continue;
+        }
         if (!producer) {
-          // Same transactional id on every relay: connecting fences any previous holder of the shard.
           producer = this.o.kafka.producer({
-            transactionalId: `${this.o.transactionalIdPrefix}-shard-${shard}`,
+            transactionalId: `${this.o.transactionalIdPrefix}-${this.owner}`,
             idempotent: true,
             maxInFlightRequests: 1,
+            transactionTimeout: this.transactionTimeoutMs,
+            retry: TRANSACTION_RETRY,
           });
           await producer.connect();
         }
-        const published = await this.publishBatch(shard, producer);
+        this.inFlight = this.publishBatch([...this.held], producer);
+        const settled = await this.inFlight;
         backoffMs = 250;
-        if (published === 0) await this.sleep(this.o.pollIntervalMs);
+        if (settled === 0) await this.sleep(this.o.pollIntervalMs);
       } catch (error) {
         this.m.failures.inc({ reason: 'publish' });
-        if (isFenced(error)) {
-          this.o.logger.warn({ shard }, 'fenced by another relay; giving the shard up');
-          break;
-        }
-        this.o.logger.error({ err: error, shard }, 'publishing failed; retrying');
+        this.o.logger.error({ err: error }, 'publishing failed; retrying');
         await producer?.disconnect().catch(() => undefined);
         producer = undefined;
         await this.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 10_000);
+      } finally {
+        this.inFlight = undefined;
       }
     }
     await producer?.disconnect().catch(() => undefined);
@@ -283,11 +297,11 @@ export class Relay {
     }
   }
 
-  /** Publishes up to one batch of the shard's pending rows; returns how many rows it settled. */
-  private async publishBatch(shard: number, producer: Producer): Promise<number> {
+  /** Publishes up to one batch of the held shards' pending rows; returns how many rows it settled. */
+  private async publishBatch(shards: number[], producer: Producer): Promise<number> {
     const now = Date.now();
     const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
-    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shard, this.o.batchSize, blocked]);
+    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shards, this.o.batchSize, blocked]);
     if (rows.length === 0) return 0;
 
     const byTopic = new Map<string, Array<{ key: string; value: Buffer; headers: Record<string, string> }>>();
@@ -315,7 +329,9 @@ export class Relay {
         failed.push({ row, reason: error.message });
         dlq.push({
           key: row.entity_key,
-          value: Buffer.from(JSON.stringify({ ...row, payload: JSON.parse(row.payload) as unknown })),
+          value: Buffer.from(
+            JSON.stringify({ ...row, payload: JSON.parse(row.payload), lineage: JSON.parse(row.lineage) }),
+          ),
           headers: {
             ...headers,
             [DLQ_HEADER.reason]: 'encode_failed',
@@ -335,6 +351,7 @@ export class Relay {
     const transaction = await producer.transaction();
     try {
       await transaction.sendBatch({ topicMessages, acks: -1 });
+      if (this.leaseValidUntil <= Date.now()) throw new Error('shard leases lapsed during the batch; aborting it');
       await transaction.commit();
     } catch (error) {
       await transaction.abort().catch(() => undefined);
@@ -359,7 +376,7 @@ export class Relay {
     }
     for (const row of published) {
       this.m.published.inc({ topic: row.topic });
-      this.m.latency.observe((ackedAt - row.created_at.getTime()) / 1000);
+      this.m.latency.observe((ackedAt - row.created_ms) / 1000);
     }
     return published.length + failed.length;
   }

@@ -18,7 +18,11 @@ CREATE TRIGGER outbox_notify
   AFTER INSERT ON outbox
   FOR EACH STATEMENT EXECUTE FUNCTION conveyor_outbox_notify();
 
+-- The relay reads the pending rows of all the shards it holds in id order.
+CREATE INDEX outbox_pending_id ON outbox (id) WHERE published_at IS NULL AND failed_at IS NULL;
+
 -- Down Migration
+DROP INDEX outbox_pending_id;
 DROP TRIGGER outbox_notify ON outbox;
 DROP FUNCTION conveyor_outbox_notify();
 DROP TABLE relay_instances;

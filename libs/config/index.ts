@@ -35,7 +35,7 @@ export const SETTINGS = {
   },
   RELAY_BATCH_SIZE: {
     default: '500',
-    help: 'Outbox rows the relay publishes per Kafka transaction and shard.',
+    help: 'Most outbox rows the relay publishes in one Kafka transaction.',
   },
   RELAY_AUTO_REGISTER: {
     default: 'false',
@@ -225,4 +225,12 @@ export function redactUrl(url: string): string {
   } catch {
     return '<unparseable url>';
   }
+}
+
+/** The README's configuration table rows, one per setting (kept in sync by `npm run docs:settings`). */
+export function settingsTableRows(): string[] {
+  return Object.entries(SETTINGS).map(
+    ([name, s]) =>
+      `| \`${name}\` | ${s.default === '' ? '(empty)' : `\`${s.default}\``} | ${s.help.replaceAll('|', '\\|')} |`,
+  );
 }

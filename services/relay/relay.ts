@@ -36,16 +36,24 @@ interface TopicState {
   schemaId: number;
 }
 
+// The CTE picks the batch from the outbox_pending_id index whatever the table statistics say (a
+// sudden backlog must not turn each batch into a join over the whole table); $4 skips the index
+// entries of rows this relay just published (see floor).
 const PENDING_SQL = `
+  WITH next AS MATERIALIZED (
+    SELECT id, topic, source, event_id, created_at FROM outbox
+    WHERE id > $4 AND shard = ANY($1::smallint[]) AND published_at IS NULL AND failed_at IS NULL
+      AND NOT (topic = ANY($3::text[]))
+    ORDER BY id
+    LIMIT $2
+  )
   SELECT o.id::text AS id, o.topic, r.source, r.event_id, r.event_type, r.entity_key,
-         (extract(epoch FROM o.created_at) * 1000)::float8 AS created_ms,
+         floor(extract(epoch FROM o.created_at) * 1000)::float8 AS created_ms,
          floor(extract(epoch FROM r.event_time) * 1000)::float8 AS event_ms,
          floor(extract(epoch FROM r.ingested_at) * 1000)::float8 AS ingested_ms,
          r.payload::text AS payload, r.lineage::text AS lineage
-  FROM outbox o JOIN raw_events r USING (source, event_id)
-  WHERE o.shard = ANY($1::smallint[]) AND o.published_at IS NULL AND o.failed_at IS NULL AND NOT (o.topic = ANY($3::text[]))
-  ORDER BY o.id
-  LIMIT $2`;
+  FROM next o JOIN raw_events r USING (source, event_id)
+  ORDER BY o.id`;
 
 /**
  * After a commit the coordinator still writes its markers, and the next transaction's first request
@@ -69,6 +77,12 @@ export class Relay {
   private leaseValidUntil = 0;
   private readonly transactionTimeoutMs: number;
   private pumping?: Promise<void>;
+  /**
+   * Lowest outbox id the next batch may start after. Only moves within one scope (held shards and
+   * blocked topics); any change of scope scans from the start, so a shard's rows are never skipped.
+   */
+  private floor = '0';
+  private floorScope = '';
   private inFlight?: Promise<number>;
   private readonly topics = new Map<string, TopicState>();
   /** Topics whose schema the gate refused, with when to try again. Their rows wait. */
@@ -301,7 +315,16 @@ export class Relay {
   private async publishBatch(shards: number[], producer: Producer): Promise<number> {
     const now = Date.now();
     const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
-    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shards, this.o.batchSize, blocked]);
+    const scope = `${shards.join(',')}|${blocked.join(',')}`;
+    if (scope !== this.floorScope) {
+      this.floor = '0';
+      this.floorScope = scope;
+    }
+    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shards, this.o.batchSize, blocked, this.floor]);
+    // While draining a backlog, the next scan starts after this batch once it is settled; when caught
+    // up it starts from the beginning again, which also picks up rows that committed late with a lower id.
+    const nextFloor = rows.length === this.o.batchSize ? rows[rows.length - 1]!.id : '0';
+    this.floor = '0';
     if (rows.length === 0) return 0;
 
     const byTopic = new Map<string, Array<{ key: string; value: Buffer; headers: Record<string, string> }>>();
@@ -374,6 +397,7 @@ export class Relay {
       this.m.failures.inc({ reason: 'encode' }, failed.length);
       for (const f of failed) this.o.logger.error({ event_id: f.row.event_id, source: f.row.source }, f.reason);
     }
+    this.floor = nextFloor;
     for (const row of published) {
       this.m.published.inc({ topic: row.topic });
       this.m.latency.observe((ackedAt - row.created_ms) / 1000);

@@ -14,6 +14,7 @@ import { Counter, Histogram, type Logger, type Registry, registerOpsRoutes } fro
 import { type AppendResult, appendEvents, type NewEvent, OutboxInputError } from '../../libs/outbox/index.ts';
 import { BadRequestError, decodeUtf8, ingestEventId, parseEventTime, parseJsonObject } from './body.ts';
 import type { PayloadContracts } from './contracts.ts';
+import { GroupCommitter } from './group-commit.ts';
 import type { WebhookSource } from './sources.ts';
 import { VerificationError, verifySignature } from './verify.ts';
 
@@ -40,6 +41,8 @@ const INGEST_SCHEMA = JSON.parse(
 ) as Record<string, unknown>;
 /** Distinct source label values kept in metrics; /ingest sources come from clients and must not explode them. */
 const MAX_SOURCE_LABELS = 200;
+/** Most events one group-committed statement carries. */
+const GROUP_MAX_EVENTS = 1000;
 
 /** The database cannot take the request now: answer 503 with Retry-After, nothing was written. */
 class UnavailableError extends Error {}
@@ -222,19 +225,31 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
     }
   }
 
-  /** Stores the events and their outbox rows in one transaction; returns only after COMMIT. */
-  async function store(batch: NewEvent[], pathOf: (index: number) => string): Promise<AppendResult[]> {
+  /**
+   * One statement storing events and their outbox rows. appendEvents is a single statement, so
+   * autocommit makes it atomic in one round trip instead of BEGIN / append / COMMIT.
+   */
+  async function append(batch: NewEvent[]): Promise<AppendResult[]> {
     const client = await connect();
     let broken: Error | undefined;
     try {
-      await client.query('BEGIN');
-      const results = await appendEvents(client, batch);
-      await client.query('COMMIT');
-      return results;
+      return await appendEvents(client, batch);
     } catch (error) {
-      await client.query('ROLLBACK').catch((rollbackError: Error) => {
-        broken = rollbackError;
-      });
+      // No SQLSTATE: the connection itself failed; it must not go back to the pool.
+      if ((error as { code?: string }).code === undefined) broken = error as Error;
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+  const committer = new GroupCommitter(append, options.poolMax, GROUP_MAX_EVENTS);
+
+  /** Stores a request's events (all or none); resolves only once they are committed. */
+  async function store(batch: NewEvent[], pathOf: (index: number) => string): Promise<AppendResult[]> {
+    if (committer.saturated(options.maxWaiting)) throw new UnavailableError('database pool exhausted');
+    try {
+      return await committer.submit(batch);
+    } catch (error) {
       if (error instanceof OutboxInputError) {
         const field = FIELD_NAMES[error.field] ?? error.field;
         const at = `${pathOf(error.index)}/${field}`;
@@ -242,14 +257,12 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
           { path: at, message: error.message },
         ]);
       }
-      // Class 22 is "data exception": a value Postgres cannot store (e.g. a lone surrogate in jsonb).
       const code = (error as { code?: string }).code;
+      // Class 22 is "data exception": a value Postgres cannot store (e.g. a lone surrogate in jsonb).
       if (typeof code === 'string' && code.startsWith('22')) {
         throw new BadRequestError(400, 'unstorable_value', `a value cannot be stored: ${(error as Error).message}`);
       }
       throw error;
-    } finally {
-      client.release(broken);
     }
   }
 
@@ -287,14 +300,16 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
     const dryRun = isDryRun(request);
     const statuses = dryRun ? await wouldBe(batch) : (await store(batch, pathOf)).map((r) => r.status);
     const now = Date.now();
-    return batch.map((event, index) => {
+    // A batch logs one summary line; its per-event lines are debug, or 1,000 events would write 1,000 lines.
+    const logEvent = batch.length === 1 ? request.log.info.bind(request.log) : request.log.debug.bind(request.log);
+    const results = batch.map((event, index) => {
       const status = statuses[index]!;
       const ingestLagMs = now - event.eventTime.getTime();
       const source = sourceLabel(event.source);
       events.inc({ source, status, dry_run: String(dryRun) });
       if (status === 'DUPLICATE') duplicates.inc({ source });
       lag.observe({ source }, ingestLagMs);
-      request.log.info(
+      logEvent(
         { source: event.source, event_id: event.eventId, entity_id: event.entityKey, status, dry_run: dryRun },
         'event answered',
       );
@@ -307,6 +322,14 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
         ...(dryRun ? { dry_run: true } : {}),
       };
     });
+    if (batch.length > 1) {
+      const accepted = results.filter((r) => r.status === 'ACCEPTED').length;
+      request.log.info(
+        { events: batch.length, accepted, duplicates: batch.length - accepted, dry_run: dryRun },
+        'batch answered',
+      );
+    }
+    return results;
   }
 
   function toIngestEvent(request: FastifyRequest, body: IngestBody, at: string, now: number): NewEvent {

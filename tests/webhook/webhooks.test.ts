@@ -23,7 +23,7 @@ function post(source: string, body: string | Buffer, headers: Record<string, str
   });
 }
 
-function githubDelivery(secret: string, body: string, delivery = randomUUID()) {
+function githubDelivery(secret: string, body: string | Buffer, delivery: string = randomUUID()) {
   return {
     'x-hub-signature-256': githubSignature(secret, body),
     'x-github-delivery': delivery,

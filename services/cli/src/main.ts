@@ -7,6 +7,7 @@ import { registerSchemaCommands } from './schema-command.ts';
 import { registerSinkCommand } from './sink-command.ts';
 import { registerStackCommands } from './stack-commands.ts';
 import { registerVerifyCommand } from './verify-command.ts';
+import { registerWebhookCommand } from './webhook-command.ts';
 
 const program = new Command()
   .name('conveyor')
@@ -22,6 +23,7 @@ registerSchemaCommands(program);
 registerSinkCommand(program);
 registerDlqCommands(program);
 registerVerifyCommand(program);
+registerWebhookCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -33,6 +33,8 @@ export interface WebhookAppOptions {
   batchMaxEvents: number;
   maxFutureMs: number;
   dryRun: boolean;
+  /** Stored (source, event_id) pairs remembered to answer replays without a round trip; 0 disables. */
+  dedupeCacheSize: number;
 }
 
 export const DRY_RUN_HEADER = 'x-conveyor-dry-run';
@@ -244,11 +246,30 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
   }
   const committer = new GroupCommitter(append, options.poolMax, GROUP_MAX_EVENTS);
 
+  // raw_events refuses UPDATE, DELETE and TRUNCATE, so an event once seen stored stays stored: a hit
+  // here can only ever be a true DUPLICATE. A miss just goes to Postgres, the authority.
+  const seenStored = new Map<string, true>();
+  const keyOf = (event: NewEvent) => `${event.source}\u0000${event.eventId}`;
+  function remember(batch: NewEvent[]): void {
+    if (options.dedupeCacheSize === 0) return;
+    for (const event of batch) {
+      const key = keyOf(event);
+      seenStored.delete(key);
+      seenStored.set(key, true);
+      if (seenStored.size > options.dedupeCacheSize) seenStored.delete(seenStored.keys().next().value!);
+    }
+  }
+
   /** Stores a request's events (all or none); resolves only once they are committed. */
   async function store(batch: NewEvent[], pathOf: (index: number) => string): Promise<AppendResult[]> {
+    if (seenStored.size > 0 && batch.every((event) => seenStored.has(keyOf(event)))) {
+      return batch.map((event) => ({ eventId: event.eventId, status: 'DUPLICATE' }));
+    }
     if (committer.saturated(options.maxWaiting)) throw new UnavailableError('database pool exhausted');
     try {
-      return await committer.submit(batch);
+      const results = await committer.submit(batch);
+      remember(batch);
+      return results;
     } catch (error) {
       if (error instanceof OutboxInputError) {
         const field = FIELD_NAMES[error.field] ?? error.field;

@@ -8,6 +8,8 @@ import { loadSources } from './sources.ts';
 
 /** How long a request waits for a Postgres connection before it is answered 503. */
 const ACQUIRE_TIMEOUT_MS = 2000;
+/** About 10 MB of keys: enough to absorb a provider's retry storm. */
+const DEDUPE_CACHE_SIZE = 50_000;
 
 /** `conveyor webhook`: serves /webhooks/:source and /ingest until SIGTERM / SIGINT, then drains. */
 export async function runWebhook(): Promise<void> {
@@ -36,6 +38,7 @@ export async function runWebhook(): Promise<void> {
     batchMaxEvents: intSetting('INGEST_BATCH_MAX_EVENTS', process.env, 1),
     maxFutureMs: intSetting('INGEST_MAX_FUTURE_SECONDS') * 1000,
     dryRun: boolSetting('DRY_RUN'),
+    dedupeCacheSize: DEDUPE_CACHE_SIZE,
   });
   await app.listen({
     port: portSetting('WEBHOOK_PORT', process.env, { anyFree: true }),

@@ -58,6 +58,7 @@ export async function startApp(sources: WebhookSource[], overrides: Partial<Webh
     batchMaxEvents: 100,
     maxFutureMs: 86_400_000,
     dryRun: false,
+    dedupeCacheSize: 0,
     ...overrides,
   });
   return {

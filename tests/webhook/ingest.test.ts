@@ -223,3 +223,24 @@ describe('operations', () => {
     }
   });
 });
+
+describe('in-memory dedupe fast path', () => {
+  it('answers a replay of a stored event without Postgres, and forgets the oldest beyond its size', async () => {
+    const cached = await startApp([], { dedupeCacheSize: 1 });
+    const source = uniqueSource();
+    const a = seedEvent(source);
+    const b = { ...seedEvent(source), entity_id: 'user_b' };
+    const send = (body: unknown) => cached.app.inject({ method: 'POST', url: '/ingest', payload: body as object });
+    expect((await send(a)).json().status).toBe('ACCEPTED');
+    expect((await send(b)).json().status).toBe('ACCEPTED');
+    await cached.pool.end(); // from here on, only the cache can answer
+    try {
+      expect((await send(b)).json()).toMatchObject({ status: 'DUPLICATE', event_id: expect.any(String) });
+      const evicted = await send(a);
+      expect(evicted.statusCode).toBe(503);
+      expect((await send({ ...seedEvent(source), entity_id: 'new' })).statusCode).toBe(503);
+    } finally {
+      await cached.app.close();
+    }
+  });
+});

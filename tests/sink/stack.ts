@@ -172,14 +172,20 @@ export async function waitForCommitted(kafka: Kafka, groupId: string, topics: st
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       let behind = 0;
-      for (const topic of topics) {
-        const ends = await admin.fetchTopicOffsets(topic);
-        const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-        for (const end of ends) {
-          const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
-          const done = BigInt(at === '-1' ? end.low : at);
-          if (done < BigInt(end.high)) behind += Number(BigInt(end.high) - done);
+      try {
+        for (const topic of topics) {
+          const ends = await admin.fetchTopicOffsets(topic);
+          const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+          for (const end of ends) {
+            const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
+            const done = BigInt(at === '-1' ? end.low : at);
+            if (done < BigInt(end.high)) behind += Number(BigInt(end.high) - done);
+          }
         }
+      } catch (error) {
+        // On a young broker the group coordinator may still be loading or moving; ask again.
+        if (!(error as { retriable?: boolean }).retriable) throw error;
+        behind = -1;
       }
       if (behind === 0) return;
       if (Date.now() > deadline) throw new Error(`group ${groupId} is still ${behind} records behind`);

@@ -8,8 +8,8 @@ import { loadSources } from './sources.ts';
 
 /** How long a request waits for a Postgres connection before it is answered 503. */
 const ACQUIRE_TIMEOUT_MS = 2000;
-/** About 10 MB of keys: enough to absorb a provider's retry storm. */
-const DEDUPE_CACHE_SIZE = 50_000;
+/** Recent events only: retry storms replay recent deliveries, and a few MB of keys is enough. */
+const DEDUPE_CACHE_SIZE = 10_000;
 
 /** `conveyor webhook`: serves /webhooks/:source and /ingest until SIGTERM / SIGINT, then drains. */
 export async function runWebhook(): Promise<void> {

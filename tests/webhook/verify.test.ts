@@ -143,3 +143,50 @@ describe('event id and event time (pure logic)', () => {
     expect(() => parseEventTime('2026-01-01T00:00:02Z', '/t', now, 1000)).toThrow(/in the future/);
   });
 });
+
+describe('secret rotation, every scheme (pure logic)', () => {
+  const body = '{"id":"evt_r","type":"t"}';
+  const t = nowSeconds();
+  const oldStd = `whsec_${Buffer.from('the previous standard webhooks key').toString('base64')}`;
+  const newStd = `whsec_${Buffer.from('the current standard webhooks key!').toString('base64')}`;
+  const cases: Array<[string, VerifyInput]> = [
+    [
+      'stripe',
+      {
+        scheme: 'stripe',
+        body: Buffer.from(body),
+        headers: { 'stripe-signature': stripeSignature('old', body, t) },
+        secrets: ['new', 'old'],
+      },
+    ],
+    [
+      'standard-webhooks',
+      {
+        scheme: 'standard-webhooks',
+        body: Buffer.from(body),
+        headers: {
+          'webhook-id': 'm',
+          'webhook-timestamp': String(t),
+          'webhook-signature': standardSignature(oldStd, 'm', t, body),
+        },
+        secrets: [newStd, oldStd],
+      },
+    ],
+    [
+      'hmac',
+      {
+        scheme: 'hmac',
+        body: Buffer.from(body),
+        headers: { 'x-sig': hmacSignature('old', body, 'hex') },
+        secrets: ['new', 'old'],
+        hmac: { header: 'x-sig', encoding: 'hex', prefix: '' },
+      },
+    ],
+  ];
+  for (const [name, input] of cases) {
+    it(`${name}: the previous secret verifies while listed, and not once removed`, async () => {
+      await verifySignature(input);
+      expect(await failedCheck({ ...input, secrets: input.secrets.slice(0, 1) })).toBe('no_matching_signature');
+    });
+  }
+});

@@ -1,7 +1,6 @@
 import { Kafka, logLevel } from 'kafkajs';
-import pg from 'pg';
 import { setting } from '../libs/config/index.ts';
-import { migrate } from '../libs/db/index.ts';
+import { recreateDatabase } from '../libs/db/index.ts';
 
 const HINT = 'start the local stack first: npx conveyor stack up';
 
@@ -10,24 +9,14 @@ const HINT = 'start the local stack first: npx conveyor stack up';
  * database (conveyor_test, dropped and re-created) with every migration applied.
  */
 export default async function setup(): Promise<void> {
-  const base = new URL(setting('DATABASE_URL'));
-  const testUrl = new URL(base);
-  testUrl.pathname = `/${process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test'}`;
-  const admin = new URL(base);
-  admin.pathname = '/postgres';
-
-  const client = new pg.Client({ connectionString: admin.toString(), connectionTimeoutMillis: 3000 });
+  const base = setting('DATABASE_URL');
+  let testUrl: string;
   try {
-    await client.connect();
+    testUrl = await recreateDatabase(base, process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test');
   } catch (error) {
-    throw new Error(`Postgres at ${base.host} does not answer (${(error as Error).message}); ${HINT}`);
+    throw new Error(`could not prepare the test database on ${new URL(base).host}: ${(error as Error).message}; ${HINT}`);
   }
-  const name = testUrl.pathname.slice(1);
-  await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
-  await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
-  await client.end();
-  await migrate({ url: testUrl.toString() });
-  process.env.DATABASE_URL = testUrl.toString();
+  process.env.DATABASE_URL = testUrl;
 
   const kafka = new Kafka({
     brokers: setting('KAFKA_BROKERS').split(','),

@@ -61,6 +61,26 @@ export async function ensureDatabase(url: string = databaseUrl()): Promise<'crea
   }
 }
 
+/**
+ * Drops the database named `name` on the server of `url` (disconnecting its sessions), creates it
+ * again and migrates it; returns its URL. For tests and benchmarks that need a clean slate.
+ */
+export async function recreateDatabase(url: string, name: string): Promise<string> {
+  const target = new URL(url);
+  target.pathname = `/${name}`;
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString(), connectionTimeoutMillis: 3000 });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+  await migrate({ url: target.toString() });
+  return target.toString();
+}
+
 /** Applies pending migrations; returns the names of those applied (empty when up to date). */
 export async function migrate(options: { url?: string; log?: (line: string) => void } = {}): Promise<string[]> {
   const url = options.url ?? databaseUrl();

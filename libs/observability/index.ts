@@ -79,3 +79,15 @@ export async function startOpsServer(
   const port = typeof address === 'object' && address ? address.port : options.port;
   return { close: () => app.close(), port };
 }
+
+/** Resolves on the first SIGTERM or SIGINT, after logging what the service will do before it exits. */
+export function shutdownSignal(logger: Logger, whatHappensNext: string): Promise<string> {
+  return new Promise((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info({ signal }, `shutting down: ${whatHappensNext}`);
+      resolve(signal);
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+  });
+}

@@ -1,7 +1,7 @@
 import { boolSetting, intSetting, portSetting } from '../../libs/config/index.ts';
 import { createPool, databaseUrl } from '../../libs/db/index.ts';
 import { createKafka } from '../../libs/kafka/index.ts';
-import { createLogger, createMetrics, startOpsServer } from '../../libs/observability/index.ts';
+import { createLogger, createMetrics, shutdownSignal, startOpsServer } from '../../libs/observability/index.ts';
 import { SchemaRegistryClient } from '../../libs/registry/index.ts';
 import { Relay } from './relay.ts';
 
@@ -36,14 +36,7 @@ export async function runRelay(): Promise<void> {
   });
   logger.info({ port: ops.port }, 'relay ops endpoints: /metrics /healthz /readyz');
 
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      logger.info({ signal }, 'shutting down: finishing in-flight batches');
-      resolve();
-    };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-  });
+  await shutdownSignal(logger, 'finishing in-flight batches');
   await relay.stop();
   await ops.close();
   await pool.end();

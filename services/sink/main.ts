@@ -4,7 +4,7 @@ import { createPool } from '../../libs/db/index.ts';
 import { createKafka, EVENT_TOPIC_PATTERN } from '../../libs/kafka/index.ts';
 import { SilverWriter } from '../../libs/lake/silver.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
-import { createLogger, createMetrics, startOpsServer } from '../../libs/observability/index.ts';
+import { createLogger, createMetrics, shutdownSignal, startOpsServer } from '../../libs/observability/index.ts';
 import { SchemaRegistryClient } from '../../libs/registry/index.ts';
 import { Sink } from './sink.ts';
 
@@ -63,14 +63,7 @@ export async function runSink(): Promise<void> {
   });
   logger.info({ port: ops.port, output: storage.root }, 'sink running; ops endpoints: /metrics /healthz /readyz');
 
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      logger.info({ signal }, 'shutting down: writing and committing the batch in progress');
-      resolve();
-    };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-  });
+  await shutdownSignal(logger, 'writing and committing the batch in progress');
   await sink.stop();
   await ops.close();
   silver.close();

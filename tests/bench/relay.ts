@@ -10,9 +10,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { logLevel } from 'kafkajs';
-import pg from 'pg';
 import { intSetting, setting } from '../../libs/config/index.ts';
-import { createPool, migrate, withTransaction } from '../../libs/db/index.ts';
+import { createPool, recreateDatabase, withTransaction } from '../../libs/db/index.ts';
 import { createKafka, ensureTopics } from '../../libs/kafka/index.ts';
 import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
 import { TRANSACTION_RETRY } from '../../services/relay/relay.ts';
@@ -28,17 +27,8 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-async function freshDatabase(): Promise<string> {
-  const url = new URL(setting('DATABASE_URL'));
-  url.pathname = '/conveyor_bench_relay';
-  const admin = new URL(url);
-  admin.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: admin.toString() });
-  await client.connect();
-  await client.query('DROP DATABASE IF EXISTS conveyor_bench_relay WITH (FORCE)');
-  await client.end();
-  await migrate({ url: url.toString() });
-  return url.toString();
+function freshDatabase(): Promise<string> {
+  return recreateDatabase(setting('DATABASE_URL'), 'conveyor_bench_relay');
 }
 
 /** ~1 KB payload; the varying part keeps Postgres and Kafka from compressing it away. */

@@ -16,7 +16,7 @@ import { createRequire } from 'node:module';
 import Fastify from 'fastify';
 import pg from 'pg';
 import { intSetting, setting } from '../../libs/config/index.ts';
-import { migrate } from '../../libs/db/index.ts';
+import { recreateDatabase } from '../../libs/db/index.ts';
 import { shardOf } from '../../libs/outbox/index.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -150,17 +150,8 @@ async function load(url: string, kind: Kind, connections: number, seconds = SECO
   return JSON.parse(match[1]!) as LoadResult;
 }
 
-async function freshDatabase(): Promise<string> {
-  const url = new URL(setting('DATABASE_URL'));
-  url.pathname = '/conveyor_bench_webhook';
-  const admin = new URL(url);
-  admin.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: admin.toString() });
-  await client.connect();
-  await client.query('DROP DATABASE IF EXISTS conveyor_bench_webhook WITH (FORCE)');
-  await client.end();
-  await migrate({ url: url.toString() });
-  return url.toString();
+function freshDatabase(): Promise<string> {
+  return recreateDatabase(setting('DATABASE_URL'), 'conveyor_bench_webhook');
 }
 
 /** The ceiling: the same rows, committed by the simplest possible client at the same concurrency. */

@@ -14,7 +14,9 @@ export default async function setup(): Promise<void> {
   try {
     testUrl = await recreateDatabase(base, process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test');
   } catch (error) {
-    throw new Error(`could not prepare the test database on ${new URL(base).host}: ${(error as Error).message}; ${HINT}`);
+    throw new Error(
+      `could not prepare the test database on ${new URL(base).host}: ${(error as Error).message}; ${HINT}`,
+    );
   }
   process.env.DATABASE_URL = testUrl;
 

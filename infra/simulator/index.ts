@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 
@@ -46,6 +46,11 @@ export interface Faults {
   quota?: { limit: number; windowMs: number };
   /** Bearer token the API requires. */
   token?: string;
+  /**
+   * OAuth2 client credentials: the API requires a bearer token from POST /oauth/token (form
+   * grant_type=client_credentials, client_id, client_secret) that has not expired.
+   */
+  oauth?: { clientId: string; clientSecret: string; expiresInS: number };
   /** GitHub X-Poll-Interval in seconds. */
   pollIntervalS?: number;
 }
@@ -56,6 +61,8 @@ export interface SimStats {
   /** ms timestamps of every API request, in arrival order. */
   times: number[];
   exportsCreated: number;
+  /** Access tokens handed out by /oauth/token. */
+  tokensIssued: number;
   /** Every item version served in a list answer: `${id}@${updated_at}`. */
   served: Set<string>;
 }
@@ -89,7 +96,16 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const items = new Map<number, SimItem>();
   const events: GitHubEvent[] = [];
   const faults: Faults = { ...options.faults };
-  const stats: SimStats = { requests: 0, byStatus: {}, times: [], exportsCreated: 0, served: new Set() };
+  const stats: SimStats = {
+    requests: 0,
+    byStatus: {},
+    times: [],
+    exportsCreated: 0,
+    tokensIssued: 0,
+    served: new Set(),
+  };
+  /** Issued OAuth2 access tokens and when each expires (ms). */
+  const tokens = new Map<string, number>();
   let version = 0;
   let lastTime = Date.now() - 86_400_000;
   let nextId = 1;
@@ -164,6 +180,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       stats.requests = 0;
       stats.byStatus = {};
       stats.times = [];
+      stats.tokensIssued = 0;
       stats.served.clear();
     },
     close: async () => undefined,
@@ -177,11 +194,19 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   async function gate(request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
     stats.requests++;
     stats.times.push(Date.now());
-    if (faults.slowMs) await new Promise((resolve) => setTimeout(resolve, faults.slowMs));
     if (faults.token && request.headers.authorization !== `Bearer ${faults.token}`) {
       reply.code(401).send({ message: 'Bad credentials' });
       return true;
     }
+    if (faults.oauth) {
+      const expiresAt = tokens.get(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '');
+      if (expiresAt === undefined || expiresAt <= Date.now()) {
+        reply.code(401).send({ error: expiresAt === undefined ? 'invalid_token' : 'token_expired' });
+        return true;
+      }
+    }
+    // Credentials are checked on arrival, as real servers do; the slowness is in producing the answer.
+    if (faults.slowMs) await new Promise((resolve) => setTimeout(resolve, faults.slowMs));
     if (faults.storm && faults.storm.requests > 0) {
       faults.storm.requests--;
       const retryAfter = faults.storm.httpDate
@@ -374,6 +399,23 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       reply,
       events.filter((e) => e.repo.name === `${owner}/${repo}`),
     );
+  });
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) =>
+    done(null, Object.fromEntries(new URLSearchParams(String(body)))),
+  );
+  // OAuth2 token endpoint (RFC 6749 section 4.4): client credentials in the form body.
+  app.post('/oauth/token', async (request, reply) => {
+    const form = (request.body ?? {}) as Q;
+    const oauth = faults.oauth;
+    if (form.grant_type !== 'client_credentials') return reply.code(400).send({ error: 'unsupported_grant_type' });
+    if (!oauth || form.client_id !== oauth.clientId || form.client_secret !== oauth.clientSecret) {
+      return reply.code(401).send({ error: 'invalid_client', error_description: 'client authentication failed' });
+    }
+    const token = randomBytes(16).toString('hex');
+    tokens.set(token, Date.now() + oauth.expiresInS * 1000);
+    stats.tokensIssued++;
+    return reply.send({ access_token: token, token_type: 'Bearer', expires_in: oauth.expiresInS });
   });
 
   app.post('/_control/faults', async (request) => {

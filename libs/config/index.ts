@@ -61,6 +61,10 @@ export const SETTINGS = {
     default: 'sources',
     help: 'Folder of pull source definitions (*.yaml, *.yml, *.json), loaded after the built-ins; relative to the working directory.',
   },
+  PULL_PORT: {
+    default: '9466',
+    help: "Port of the pull scheduler's (`pull --all`) /metrics and /healthz (0 picks a free port; the port bound is printed on stderr).",
+  },
   PULL_LEASE_SECONDS: {
     default: '30',
     help: 'Lifetime of the lease that keeps one source from running twice at once; renewed every third of it while a run is alive.',

@@ -165,6 +165,7 @@ class CircuitBreaker {
     private readonly threshold: number,
     private readonly cooldownMs: number,
     private readonly gauge?: Gauge,
+    private readonly opens?: Counter,
   ) {}
 
   enter(host: string, url: string): void {
@@ -189,6 +190,7 @@ class CircuitBreaker {
       circuit.openedAt = Date.now();
       circuit.probing = false;
       this.gauge?.set({ host }, 1);
+      this.opens?.inc({ host });
     }
     this.hosts.set(host, circuit);
   }
@@ -253,10 +255,22 @@ export class HttpClient {
           registers,
         }),
     );
+    const opens = metric(
+      registry,
+      'conveyor_http_circuit_opens_total',
+      (registers) =>
+        new Counter({
+          name: 'conveyor_http_circuit_opens_total',
+          help: 'Times the circuit of a host opened (or re-opened after a failed probe)',
+          labelNames: ['host'],
+          registers,
+        }),
+    );
     this.breaker = new CircuitBreaker(
       options.breaker?.failureThreshold ?? 5,
       options.breaker?.cooldownMs ?? 30_000,
       circuit,
+      opens,
     );
   }
 
@@ -287,6 +301,7 @@ export class HttpClient {
       let waitMs: number;
       let reason: WaitReason = 'backoff';
       let status: number | undefined;
+      let retryReason: string;
       try {
         const response = await this.send(method, spec);
         this.requests?.inc({ host, status: String(response.status) });
@@ -317,7 +332,7 @@ export class HttpClient {
         } else {
           waitMs = this.backoff(attempt);
         }
-        this.retries?.inc({ host, reason: String(status) });
+        retryReason = String(status);
       } catch (error) {
         if (error instanceof HttpError) throw error;
         const code = (error as { code?: string }).code ?? (error as Error).name;
@@ -329,13 +344,15 @@ export class HttpClient {
           throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
         }
         waitMs = this.backoff(attempt);
-        this.retries?.inc({ host, reason: 'network' });
+        retryReason = 'network';
       }
       const elapsed = Date.now() - started;
       if (attempt >= this.maxAttempts || elapsed + waitMs > this.deadlineMs) {
         const limit = attempt >= this.maxAttempts ? `${attempt} attempts` : `the ${this.deadlineMs} ms deadline`;
         throw new HttpError(`${method} ${shownUrl} gave up after ${limit}; last: ${lastProblem}`, shownUrl);
       }
+      // Counted only here: an attempt after which the client gives up is not a retry.
+      this.retries?.inc({ host, reason: retryReason });
       this.options.onWait?.({ url: shownUrl, reason, ms: waitMs, status });
       await this.sleep(waitMs);
     }

@@ -1,10 +1,17 @@
 import type { Pool, PoolClient } from '../../libs/db/index.ts';
 import { withTransaction } from '../../libs/db/index.ts';
 import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
-import { HttpClient, type HttpResponse, redactSecrets, type WaitReason } from '../../libs/http/index.ts';
+import {
+  HttpClient,
+  type HttpResponse,
+  redactSecrets,
+  requestFingerprint,
+  type WaitReason,
+} from '../../libs/http/index.ts';
 import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
 import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
 import type { SourceDefinition } from './definition.ts';
+import type { PullMetrics } from './metrics.ts';
 
 /**
  * Runs one pull of one declarative source: page through the API, turn records into events, and
@@ -54,6 +61,7 @@ export interface RunOptions {
   onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
   /** Overrides the definition's pacing (benchmarks, tests). */
   client?: HttpClient;
+  metrics?: PullMetrics;
 }
 
 export class PageError extends Error {
@@ -115,6 +123,61 @@ function compareKeys(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** OAuth2 tokens by token URL, client, scope and secret: the scheduler reuses one across runs until it expires. */
+const oauthTokens = new Map<string, CachedToken>();
+/** Lifetime assumed when the token answer has no expires_in. */
+const DEFAULT_TOKEN_LIFE_S = 60;
+
+async function oauthToken(
+  def: SourceDefinition,
+  auth: Extract<SourceDefinition['auth'], { type: 'oauth2_client_credentials' }>,
+  clientId: string,
+  secret: string,
+  client: HttpClient,
+): Promise<string> {
+  // Hashed: the key does not hold the secret, and a changed secret gets a token of its own.
+  const key = requestFingerprint('POST', auth.token_url, `${clientId}\n${auth.scope ?? ''}\n${secret}`);
+  const cached = oauthTokens.get(key);
+  if (cached && cached.expiresAt > Date.now()) return cached.token;
+  const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: secret });
+  if (auth.scope) form.set('scope', auth.scope);
+  const failed = (problem: string) =>
+    new Error(`source ${def.name}: OAuth2 token request to ${redactSecrets(auth.token_url)} failed: ${problem}`);
+  let answer: HttpResponse;
+  try {
+    // Asking for a token changes nothing on the server, so it is safe to retry.
+    answer = await client.request({
+      method: 'POST',
+      url: auth.token_url,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: form.toString(),
+      idempotent: true,
+    });
+  } catch (error) {
+    throw failed((error as Error).message);
+  }
+  let parsed: { access_token?: unknown; expires_in?: unknown };
+  try {
+    parsed = JSON.parse(answer.body);
+  } catch {
+    throw failed('the answer is not JSON');
+  }
+  if (typeof parsed.access_token !== 'string' || parsed.access_token === '')
+    throw failed('no access_token in the answer');
+  const lifeS =
+    typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_LIFE_S;
+  // Renewed a little early (a tenth of its life, at most 30 s) so no request leaves with a token about to expire.
+  const expiresAt = Date.now() + lifeS * 1000 - Math.min(30_000, lifeS * 100);
+  oauthTokens.set(key, { token: parsed.access_token, expiresAt });
+  return parsed.access_token;
+}
+
+/** Auth headers and query parameters; called before every page, so an expired OAuth2 token is renewed mid-run. */
 async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: HttpClient) {
   const headers: Record<string, string> = {};
   const query: Record<string, string> = {};
@@ -133,23 +196,9 @@ async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: 
     if (auth.header) headers[auth.header.toLowerCase()] = key;
     if (auth.query_param) query[auth.query_param] = key;
   } else if (auth.type === 'oauth2_client_credentials') {
-    const form = new URLSearchParams({
-      grant_type: 'client_credentials',
-      client_id: need('auth.client_id_env', auth.client_id_env),
-      client_secret: need('auth.client_secret_env', auth.client_secret_env),
-    });
-    if (auth.scope) form.set('scope', auth.scope);
-    // Asking for a token changes nothing on the server, so it is safe to retry.
-    const answer = await client.request({
-      method: 'POST',
-      url: auth.token_url,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: form.toString(),
-      idempotent: true,
-    });
-    const token = (JSON.parse(answer.body) as { access_token?: unknown }).access_token;
-    if (typeof token !== 'string') throw new Error(`source ${def.name}: ${auth.token_url} returned no access_token`);
-    headers.authorization = `Bearer ${token}`;
+    const clientId = need('auth.client_id_env', auth.client_id_env);
+    const secret = need('auth.client_secret_env', auth.client_secret_env);
+    headers.authorization = `Bearer ${await oauthToken(def, auth, clientId, secret, client)}`;
   }
   return { headers, query };
 }
@@ -321,7 +370,9 @@ function buildClient(def: SourceDefinition, opts: RunOptions, counters: { thrott
     deadlineMs: def.retry.deadline_ms,
     pacer,
     fingerprints: new PgFingerprintStore(opts.pool),
+    metrics: opts.metrics?.registry,
     onWait: (wait) => {
+      opts.metrics?.wait(def.name, wait.reason, wait.ms);
       if (wait.status === 429 || wait.reason === 'retry-after') counters.throttled++;
       counters.waitedMs += wait.ms;
       opts.onWait?.(wait);
@@ -382,7 +433,8 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
   let pollSeconds: number | undefined;
 
   for (let page = 1; ; page++) {
-    const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...auth.headers };
+    const { headers: authHeaders } = page === 1 ? auth : await authorize(def, env, client);
+    const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...authHeaders };
     if (page === 1 && def.etag && before.etag) headers['if-none-match'] = before.etag;
     const response: HttpResponse = await client.request({
       method: def.request.method,
@@ -486,6 +538,7 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     stats.stale += result.stale;
     stats.quarantined += result.quarantined;
     if (pageCheckpoint) stats.checkpoint = pageCheckpoint;
+    opts.metrics?.page(def.name, { records: records.length, ...result });
     opts.onPage?.({ page, url: redactSecrets(url), records: records.length, ...result });
 
     if (stop || !next || (def.max_pages !== undefined && page >= def.max_pages)) break;

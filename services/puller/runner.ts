@@ -36,12 +36,15 @@ export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promis
     const runId = rows[0]!.id;
     try {
       const stats = await runSource(def, opts);
+      const result = stats.skipped ? 'skipped' : 'succeeded';
       await opts.pool.query(
         `UPDATE pull_runs SET finished_at = clock_timestamp(), status = $2, stats = $3 WHERE id = $1`,
-        [runId, stats.skipped ? 'skipped' : 'succeeded', JSON.stringify(stats)],
+        [runId, result, JSON.stringify(stats)],
       );
+      opts.metrics?.run(def.name, result);
       return stats;
     } catch (error) {
+      opts.metrics?.run(def.name, 'failed');
       await opts.pool
         .query(`UPDATE pull_runs SET finished_at = clock_timestamp(), status = 'failed', error = $2 WHERE id = $1`, [
           runId,

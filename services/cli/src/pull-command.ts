@@ -1,10 +1,12 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { setting } from '../../../libs/config/index.ts';
+import { portSetting, setting } from '../../../libs/config/index.ts';
 import { createPool } from '../../../libs/db/index.ts';
+import { createMetrics, startOpsServer } from '../../../libs/observability/index.ts';
 import { DefinitionError, loadDefinitions, type SourceDefinition } from '../../puller/definition.ts';
 import type { RunStats } from '../../puller/engine.ts';
 import { newOwner } from '../../puller/lease.ts';
+import { PullMetrics } from '../../puller/metrics.ts';
 import { LeaseBusyError, pullOnce, runScheduler } from '../../puller/runner.ts';
 
 /** Exit codes for cron / Airflow / K8s: 0 done, 1 the run failed, 2 bad usage or definition, 3 already running. */
@@ -96,14 +98,34 @@ export function registerPullCommand(program: Command): void {
             const stop = () => controller.abort();
             process.once('SIGINT', stop);
             process.once('SIGTERM', stop);
-            log(`scheduler: ${defs.size} source(s): ${[...defs.keys()].join(', ')}`);
-            await runScheduler([...defs.values()], {
-              ...base,
-              waitLeaseMs: 0,
-              signal: controller.signal,
-              onRun: (name, outcome) =>
-                outcome instanceof Error ? log(`${name}: run failed: ${outcome.message}`) : log(summary(name, outcome)),
+            const metrics = new PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
+            const ops = await startOpsServer({
+              port: portSetting('PULL_PORT', process.env, { anyFree: true }),
+              metrics: metrics.registry,
+              healthy: () => !controller.signal.aborted,
+              ready: () =>
+                pool.query('SELECT 1').then(
+                  () => true,
+                  () => false,
+                ),
             });
+            // Not subject to --quiet: with PULL_PORT=0 this line is the only way to find the port.
+            process.stderr.write(`scheduler: /metrics /healthz /readyz on http://127.0.0.1:${ops.port}\n`);
+            log(`scheduler: ${defs.size} source(s): ${[...defs.keys()].join(', ')}`);
+            try {
+              await runScheduler([...defs.values()], {
+                ...base,
+                waitLeaseMs: 0,
+                metrics,
+                signal: controller.signal,
+                onRun: (name, outcome) =>
+                  outcome instanceof Error
+                    ? log(`${name}: run failed: ${outcome.message}`)
+                    : log(summary(name, outcome)),
+              });
+            } finally {
+              await ops.close();
+            }
             return;
           }
           const def = defs.get(opts.source!);

@@ -4,8 +4,14 @@ import pg from 'pg';
 import { runOrThrow, StackError } from './processes.ts';
 import type { StackPart } from './types.ts';
 
+/**
+ * Whether a Postgres server answers at the host and port of `url`. It asks the `postgres`
+ * maintenance database, since the target database may not exist yet (stack up creates it).
+ */
 export async function postgresAnswers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  const server = new URL(url);
+  server.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 2000 });
   try {
     await client.connect();
     await client.query('SELECT 1');

@@ -88,6 +88,12 @@ export interface SimulatorOptions {
   items?: number;
   events?: number;
   faults?: Faults;
+  /**
+   * A fixed clock: the first record is stamped at this time and each later one a second after the
+   * previous, so two simulators started with the same options serve identical records (the demo's
+   * second run finds nothing new). Without it, records are stamped with the wall clock.
+   */
+  clockStart?: Date;
 }
 
 const API_PREFIXES = ['/api/', '/events', '/repos/'];
@@ -107,7 +113,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   /** Issued OAuth2 access tokens and when each expires (ms). */
   const tokens = new Map<string, number>();
   let version = 0;
-  let lastTime = Date.now() - 86_400_000;
+  let lastTime = options.clockStart ? options.clockStart.getTime() - 1000 : Date.now() - 86_400_000;
   let nextId = 1;
   let nextEventId = 1_000_000_000;
   let bucket = { tokens: 0, at: Date.now(), filled: false };
@@ -115,7 +121,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   // Strictly increasing times, so two versions of one item never share an updated_at.
   const tick = () => {
-    lastTime = Math.max(Date.now(), lastTime + 1);
+    lastTime = options.clockStart ? lastTime + 1000 : Math.max(Date.now(), lastTime + 1);
     return new Date(lastTime).toISOString();
   };
 

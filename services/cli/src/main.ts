@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { registerDemoCommand } from './demo-command.ts';
 import { registerDlqCommands } from './dlq-command.ts';
 import { registerMigrateCommand } from './migrate-command.ts';
 import { registerPullCommand } from './pull-command.ts';
@@ -15,6 +16,7 @@ const program = new Command()
   .showHelpAfterError()
   .exitOverride();
 
+registerDemoCommand(program);
 registerStackCommands(program);
 registerMigrateCommand(program);
 registerPullCommand(program);

@@ -1,4 +1,4 @@
-import { type LakeEvent, partitionValue, recordFileStem, utcDate, utcHour } from './event.ts';
+import { type LakeEvent, partitionValue, recordFileStem, utcDate, utcHour, utcIso } from './event.ts';
 
 /** When a bronze file closes and the next one starts (all judged on record data, never the clock). */
 export interface RotationPolicy {
@@ -31,7 +31,7 @@ export function bronzeLine(event: LakeEvent): string {
   return (
     `{"event_id":${JSON.stringify(event.eventId)},"source":${JSON.stringify(event.source)},` +
     `"event_type":${JSON.stringify(event.eventType)},"entity_key":${JSON.stringify(event.entityKey)},` +
-    `"event_time":"${new Date(event.eventTime).toISOString()}","ingested_at":"${new Date(event.ingestedAt).toISOString()}",` +
+    `"event_time":"${utcIso(event.eventTime)}","ingested_at":"${utcIso(event.ingestedAt)}",` +
     `"payload":${event.payload},"lineage":${JSON.stringify(event.lineage)},` +
     `"kafka":{"topic":${JSON.stringify(event.topic)},"partition":${event.partition},"offset":${event.offset}}}\n`
   );

@@ -18,14 +18,36 @@ export interface LakeEvent {
   offset: string;
 }
 
+const DAY_MS = 86_400_000;
+// Formatting a Date per field per event was a visible share of the sink's CPU; records of a batch
+// share a few days, so the day's text is computed once. Bounded: cleared when it grows.
+const dayText = new Map<number, string>();
+
 /** YYYY-MM-DD in UTC. */
 export function utcDate(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  const day = Math.floor(ms / DAY_MS);
+  let text = dayText.get(day);
+  if (text === undefined) {
+    text = new Date(day * DAY_MS).toISOString().slice(0, 10);
+    if (dayText.size >= 4096) dayText.clear();
+    dayText.set(day, text);
+  }
+  return text;
 }
+
+const pad2 = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** HH (00-23) in UTC. */
 export function utcHour(ms: number): string {
-  return new Date(ms).toISOString().slice(11, 13);
+  return pad2(Math.floor((ms - Math.floor(ms / DAY_MS) * DAY_MS) / 3600_000));
+}
+
+/** The same text as `new Date(ms).toISOString()` for years 0000-9999 (the gate's range is 1970-9999). */
+export function utcIso(ms: number): string {
+  const inDay = ms - Math.floor(ms / DAY_MS) * DAY_MS;
+  const millis = inDay % 1000;
+  const seconds = Math.floor(inDay / 1000);
+  return `${utcDate(ms)}T${pad2(Math.floor(seconds / 3600))}:${pad2(Math.floor(seconds / 60) % 60)}:${pad2(seconds % 60)}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
 /** Hive-style partition value: safe in a path segment, readable, reversible (percent-encoding). */

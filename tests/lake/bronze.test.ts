@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { bronzeFiles } from '../../libs/lake/bronze.ts';
-import type { LakeEvent } from '../../libs/lake/event.ts';
+import { type LakeEvent, utcDate, utcHour, utcIso } from '../../libs/lake/event.ts';
 
 const HOUR = 3600_000;
 const t0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -54,5 +54,15 @@ describe('bronze files', () => {
       { ...policy, maxBytes: line * 2 },
     );
     expect(files.map((f) => f.records)).toEqual([2, 1]);
+  });
+
+  it('formats UTC dates, hours and timestamps exactly as Date does', () => {
+    const max = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+    const times = [0, 1, 999, 86_399_999, 86_400_000, t0, t0 + 7, max];
+    for (let i = 0; i < 2000; i++) times.push(Math.floor(Math.random() * max));
+    for (const ms of times) {
+      const iso = new Date(ms).toISOString();
+      expect([utcIso(ms), utcDate(ms), utcHour(ms)]).toEqual([iso, iso.slice(0, 10), iso.slice(11, 13)]);
+    }
   });
 });

@@ -1,0 +1,28 @@
+# One image for every Conveyor process: `conveyor webhook`, `conveyor relay`, `conveyor sink`,
+# `conveyor migrate`, `conveyor pull ...` (the command is the container's arguments).
+FROM node:20-bookworm-slim
+
+WORKDIR /app
+ENV NODE_ENV=production \
+    CONVEYOR_HOME=/data \
+    SINK_OUTPUT_DIR=/data/lake
+
+# Dependencies first, so code changes do not re-install them. `npm install`, not `npm ci`: the lock
+# file cannot list every platform's optional binary packages (see the README).
+COPY package.json package-lock.json ./
+COPY services/cli/package.json services/cli/package.json
+RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
+
+COPY libs libs
+COPY services services
+COPY schemas schemas
+COPY infra/simulator infra/simulator
+COPY infra/stack infra/stack
+COPY tsconfig.json ./
+
+RUN mkdir -p /data/lake && chown -R node:node /data
+USER node
+VOLUME ["/data"]
+
+ENTRYPOINT ["node", "services/cli/bin/conveyor.mjs"]
+CMD ["--help"]

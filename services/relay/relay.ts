@@ -36,14 +36,26 @@ interface TopicState {
   schemaId: number;
 }
 
+type OutMessage = { key: string; value: Buffer; headers: Record<string, string> };
+
+/** Rows read and encoded for one Kafka transaction. */
+interface Batch {
+  topicMessages: Array<{ topic: string; messages: OutMessage[] }>;
+  published: PendingRow[];
+  failed: Array<{ row: PendingRow; reason: string }>;
+  /** Where the next scan starts once this batch is in Kafka (see floor). */
+  nextFloor: string;
+}
+
 // The CTE picks the batch from the outbox_pending_id index whatever the table statistics say (a
 // sudden backlog must not turn each batch into a join over the whole table); $4 skips the index
-// entries of rows this relay just published (see floor).
+// entries of rows this relay just published (see floor); $5 are the rows of the batch in Kafka whose
+// marking update is still running (see marking).
 const PENDING_SQL = `
   WITH next AS MATERIALIZED (
     SELECT id, topic, source, event_id, created_at FROM outbox
     WHERE id > $4 AND shard = ANY($1::smallint[]) AND published_at IS NULL AND failed_at IS NULL
-      AND NOT (topic = ANY($3::text[]))
+      AND NOT (topic = ANY($3::text[])) AND id <> ALL($5::bigint[])
     ORDER BY id
     LIMIT $2
   )
@@ -65,7 +77,8 @@ export const TRANSACTION_RETRY = { initialRetryTime: 20, maxRetryTime: 5000, ret
 /**
  * Publishes the outbox rows of the shards it leases to Kafka, in id order, one Kafka transaction per
  * batch, then marks them published. At least once: a crash between the Kafka commit and the Postgres
- * update re-publishes the same rows, with the same event ids, in the same order.
+ * update re-publishes the same rows, with the same event ids, in the same order. The marking update
+ * of a batch runs while the next batch is read and encoded; that read leaves the batch's rows out.
  */
 export class Relay {
   readonly owner: string;
@@ -84,6 +97,8 @@ export class Relay {
   private floor = '0';
   private floorScope = '';
   private inFlight?: Promise<number>;
+  /** The marking update of the last batch committed to Kafka, if not settled yet; at most one runs. */
+  private marking?: { ids: string[]; done: Promise<void> };
   private readonly topics = new Map<string, TopicState>();
   /** Topics whose schema the gate refused, with when to try again. Their rows wait. */
   private readonly blocked = new Map<string, number>();
@@ -231,6 +246,8 @@ export class Relay {
       // Rows of these shards may be in the batch in flight: let it settle before another relay can claim them.
       for (const shard of extra) this.held.delete(shard);
       await this.inFlight;
+      // Marked before release, so the next holder does not publish them again (a failure is the pump's to handle).
+      await this.marking?.done.catch(() => undefined);
       await this.leases.release(extra);
     }
     for (const shard of held.slice(0, fairShare)) this.held.add(shard);
@@ -252,6 +269,7 @@ export class Relay {
     while (this.running) {
       try {
         if (this.held.size === 0 || !this.leaseAllowsTransaction()) {
+          await this.settleMarking();
           await this.sleep(this.o.pollIntervalMs);
           continue;
         }
@@ -268,10 +286,17 @@ export class Relay {
         this.inFlight = this.publishBatch([...this.held], producer);
         const settled = await this.inFlight;
         backoffMs = 250;
-        if (settled === 0) await this.sleep(this.o.pollIntervalMs);
+        if (settled === 0) {
+          await this.settleMarking();
+          await this.sleep(this.o.pollIntervalMs);
+        }
       } catch (error) {
         this.m.failures.inc({ reason: 'publish' });
         this.o.logger.error({ err: error }, 'publishing failed; retrying');
+        // Rows whose marking failed are pending again: scan from the start without leaving any out.
+        await this.marking?.done.catch(() => undefined);
+        this.marking = undefined;
+        this.floor = '0';
         await producer?.disconnect().catch(() => undefined);
         producer = undefined;
         await this.sleep(backoffMs);
@@ -280,7 +305,19 @@ export class Relay {
         this.inFlight = undefined;
       }
     }
+    await this.settleMarking().catch((error) => this.o.logger.warn({ err: error }, 'could not mark the last batch'));
     await producer?.disconnect().catch(() => undefined);
+  }
+
+  /** Waits for the marking update in flight; throws if it failed. */
+  private async settleMarking(): Promise<void> {
+    const marking = this.marking;
+    if (!marking) return;
+    try {
+      await marking.done;
+    } finally {
+      if (this.marking === marking) this.marking = undefined;
+    }
   }
 
   private async topicState(topic: string, source: string): Promise<TopicState | undefined> {
@@ -311,7 +348,10 @@ export class Relay {
     }
   }
 
-  /** Publishes up to one batch of the held shards' pending rows; returns how many rows it settled. */
+  /**
+   * Publishes up to one batch of the held shards' pending rows and starts marking them; returns how
+   * many rows it put in Kafka (0: nothing to do now).
+   */
   private async publishBatch(shards: number[], producer: Producer): Promise<number> {
     const now = Date.now();
     const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
@@ -320,15 +360,50 @@ export class Relay {
       this.floor = '0';
       this.floorScope = scope;
     }
-    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [shards, this.o.batchSize, blocked, this.floor]);
-    // While draining a backlog, the next scan starts after this batch once it is settled; when caught
-    // up it starts from the beginning again, which also picks up rows that committed late with a lower id.
-    const nextFloor = rows.length === this.o.batchSize ? rows[rows.length - 1]!.id : '0';
+    const batch = await this.readBatch(shards, blocked, this.marking?.ids ?? []);
+    // Moves past this batch only once it is in Kafka.
     this.floor = '0';
-    if (rows.length === 0) return 0;
+    if (!batch) return 0;
+    // The read may have taken a while: the lease must still outlast the transaction.
+    if (!this.leaseAllowsTransaction()) return 0;
 
-    const byTopic = new Map<string, Array<{ key: string; value: Buffer; headers: Record<string, string> }>>();
-    const dlq: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
+    const transaction = await producer.transaction();
+    try {
+      await transaction.sendBatch({ topicMessages: batch.topicMessages, acks: -1 });
+      if (this.leaseValidUntil <= Date.now()) throw new Error('shard leases lapsed during the batch; aborting it');
+      await transaction.commit();
+    } catch (error) {
+      await transaction.abort().catch(() => undefined);
+      throw error;
+    }
+    const ackedAt = Date.now();
+    this.floor = batch.nextFloor;
+
+    // Kafka has the rows; a crash before they are marked re-publishes them (same ids, same order).
+    await this.settleMarking();
+    const done = this.markBatch(batch, ackedAt);
+    // Awaited by the next batch, balance() or stop(); until then a failure must not be an unhandled rejection.
+    done.catch(() => undefined);
+    this.marking = { ids: [...batch.published, ...batch.failed.map((f) => f.row)].map((r) => r.id), done };
+    return batch.published.length + batch.failed.length;
+  }
+
+  /** Reads the next pending rows (leaving `exclude` out) and encodes them; undefined when none can go now. */
+  private async readBatch(shards: number[], blocked: string[], exclude: string[]): Promise<Batch | undefined> {
+    const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [
+      shards,
+      this.o.batchSize,
+      blocked,
+      this.floor,
+      exclude,
+    ]);
+    // While draining a backlog, the next scan starts after this batch; when caught up it starts from
+    // the beginning again, which also picks up rows that committed late with a lower id.
+    const nextFloor = rows.length === this.o.batchSize ? rows[rows.length - 1]!.id : '0';
+    if (rows.length === 0) return undefined;
+
+    const byTopic = new Map<string, OutMessage[]>();
+    const dlq: OutMessage[] = [];
     const published: PendingRow[] = [];
     const failed: Array<{ row: PendingRow; reason: string }> = [];
     for (const row of rows) {
@@ -343,9 +418,12 @@ export class Relay {
       };
       try {
         const value = encodeRow(row, state.contract, state.schemaId);
-        const messages = byTopic.get(row.topic) ?? [];
+        let messages = byTopic.get(row.topic);
+        if (!messages) {
+          messages = [];
+          byTopic.set(row.topic, messages);
+        }
         messages.push({ key: row.entity_key, value, headers });
-        byTopic.set(row.topic, messages);
         published.push(row);
       } catch (error) {
         if (!(error instanceof EncodeError)) throw error;
@@ -367,22 +445,13 @@ export class Relay {
         });
       }
     }
-    if (published.length === 0 && failed.length === 0) return 0;
-
+    if (published.length === 0 && failed.length === 0) return undefined;
     const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
     if (dlq.length > 0) topicMessages.push({ topic: DLQ_TOPIC, messages: dlq });
-    const transaction = await producer.transaction();
-    try {
-      await transaction.sendBatch({ topicMessages, acks: -1 });
-      if (this.leaseValidUntil <= Date.now()) throw new Error('shard leases lapsed during the batch; aborting it');
-      await transaction.commit();
-    } catch (error) {
-      await transaction.abort().catch(() => undefined);
-      throw error;
-    }
-    const ackedAt = Date.now();
+    return { topicMessages, published, failed, nextFloor };
+  }
 
-    // Kafka has the rows; a crash before this update re-publishes them (same ids, same order).
+  private async markBatch({ published, failed }: Batch, ackedAt: number): Promise<void> {
     if (published.length > 0) {
       await this.o.pool.query('UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])', [
         published.map((r) => r.id),
@@ -397,12 +466,12 @@ export class Relay {
       this.m.failures.inc({ reason: 'encode' }, failed.length);
       for (const f of failed) this.o.logger.error({ event_id: f.row.event_id, source: f.row.source }, f.reason);
     }
-    this.floor = nextFloor;
+    const perTopic = new Map<string, number>();
     for (const row of published) {
-      this.m.published.inc({ topic: row.topic });
+      perTopic.set(row.topic, (perTopic.get(row.topic) ?? 0) + 1);
       this.m.latency.observe((ackedAt - row.created_ms) / 1000);
     }
-    return published.length + failed.length;
+    for (const [topic, count] of perTopic) this.m.published.inc({ topic }, count);
   }
 
   private async measureBacklog(): Promise<void> {

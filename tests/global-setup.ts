@@ -1,44 +1,47 @@
 import { Kafka, logLevel } from 'kafkajs';
+import { stackLayout, stackUp } from '../infra/stack/stack.ts';
 import { setting } from '../libs/config/index.ts';
 import { recreateDatabase } from '../libs/db/index.ts';
 
-const HINT = 'start the local stack first: npx conveyor stack up';
-
-/**
- * Integration tests run against the real stack. This checks it answers, then gives the run a fresh
- * database (conveyor_test, dropped and re-created) with every migration applied.
- */
-export default async function setup(): Promise<void> {
-  const base = setting('DATABASE_URL');
-  let testUrl: string;
-  try {
-    testUrl = await recreateDatabase(base, process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test');
-  } catch (error) {
-    throw new Error(
-      `could not prepare the test database on ${new URL(base).host}: ${(error as Error).message}; ${HINT}`,
-    );
-  }
-  process.env.DATABASE_URL = testUrl;
-
+async function kafkaAnswers(): Promise<boolean> {
   const kafka = new Kafka({
     brokers: setting('KAFKA_BROKERS').split(','),
     clientId: 'test-setup',
     logLevel: logLevel.NOTHING,
-    retry: { retries: 2 },
+    retry: { retries: 1 },
   });
-  const kafkaAdmin = kafka.admin();
+  const admin = kafka.admin();
   try {
-    await kafkaAdmin.connect();
-    await kafkaAdmin.describeCluster();
-  } catch (error) {
-    throw new Error(`Kafka at ${setting('KAFKA_BROKERS')} does not answer (${(error as Error).message}); ${HINT}`);
+    await admin.connect();
+    await admin.describeCluster();
+    return true;
+  } catch {
+    return false;
   } finally {
-    await kafkaAdmin.disconnect();
+    await admin.disconnect();
   }
+}
 
-  const registry = setting('SCHEMA_REGISTRY_URL');
-  const answer = await fetch(`${registry}/subjects`).catch((error: Error) => error);
-  if (answer instanceof Error || !answer.ok) {
-    throw new Error(`the schema registry at ${registry} does not answer /subjects; ${HINT}`);
+async function registryAnswers(): Promise<boolean> {
+  const answer = await fetch(`${setting('SCHEMA_REGISTRY_URL')}/subjects`).catch(() => undefined);
+  return answer?.ok === true;
+}
+
+/**
+ * Integration tests run against the real stack. When it does not answer, this starts it as
+ * `npx conveyor stack up` would (it stays up afterwards: `npx conveyor stack down` stops it). Then
+ * the run gets a fresh database (conveyor_test, dropped and re-created) with every migration applied.
+ */
+export default async function setup(): Promise<void> {
+  if (!(await kafkaAnswers()) || !(await registryAnswers())) {
+    process.stderr.write('the local stack does not answer; starting it (npx conveyor stack down stops it)\n');
+    const exports = await stackUp(await stackLayout(), (line) => process.stderr.write(`stack: ${line}\n`));
+    Object.assign(process.env, exports);
+  }
+  const base = setting('DATABASE_URL');
+  try {
+    process.env.DATABASE_URL = await recreateDatabase(base, process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test');
+  } catch (error) {
+    throw new Error(`could not prepare the test database on ${new URL(base).host}: ${(error as Error).message}`);
   }
 }

@@ -61,8 +61,8 @@ export function shardOf(entityKey: string, shards = OUTBOX_SHARDS): number {
   return (hash >>> 0) % shards;
 }
 
-/** Checks one event and returns its payload as JSON, so the payload is serialised once. */
-function validate(event: NewEvent, index: number): string {
+/** Checks one event's fields; its payload is serialised later, with the whole batch, in one pass. */
+function validate(event: NewEvent, index: number): void {
   const text = (field: keyof NewEvent, max: number) => {
     const value = event[field];
     if (typeof value !== 'string' || value.length === 0) {
@@ -89,19 +89,17 @@ function validate(event: NewEvent, index: number): string {
   if (event.payload === null || typeof event.payload !== 'object' || Array.isArray(event.payload)) {
     throw new OutboxInputError(index, 'payload', 'must be a JSON object');
   }
-  const json = JSON.stringify(event.payload);
-  // Postgres jsonb cannot store the NUL character; refuse it here rather than fail the whole batch later.
-  if (ESCAPED_NUL.test(json)) throw new OutboxInputError(index, 'payload', 'contains a \\u0000 (NUL) character');
-  return json;
 }
 
 // One statement, one round trip for the whole batch: insert the raw events, skip those already stored,
-// and give an outbox row only to the ones this statement inserted, in input order.
+// and give an outbox row only to the ones this statement inserted, in input order. The rows travel as
+// one JSON document: one JSON.stringify here and one jsonb parse there, instead of a text array per
+// column that pg escapes element by element and Postgres parses again (measured faster for batches).
 const APPEND_SQL = `
 WITH input AS (
-  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                       $7::jsonb[], $8::jsonb[], $9::text[], $10::smallint[])
-    AS t(ord, source, event_id, event_type, entity_key, event_time, payload, lineage, topic, shard)
+  SELECT * FROM jsonb_to_recordset($1::jsonb)
+    AS t(ord int, source text, event_id text, event_type text, entity_key text, event_time timestamptz,
+         payload jsonb, lineage jsonb, topic text, shard smallint)
 ),
 inserted AS (
   INSERT INTO raw_events (source, event_id, event_type, entity_key, event_time, payload, lineage)
@@ -120,6 +118,22 @@ SELECT input.ord, queued.id::text AS outbox_id
 FROM input LEFT JOIN queued USING (source, event_id)
 ORDER BY input.ord`;
 
+const nulInPayload = (index: number) => new OutboxInputError(index, 'payload', 'contains a \\u0000 (NUL) character');
+
+/** One element of the statement's JSON document; the names are the SQL column names. */
+interface InputRow {
+  ord: number;
+  source: string;
+  event_id: string;
+  event_type: string;
+  entity_key: string;
+  event_time: string;
+  payload: Record<string, unknown>;
+  lineage: Record<string, string>;
+  topic: string;
+  shard: number;
+}
+
 /**
  * Appends events inside the caller's transaction (pass the transaction's client). Returns, per input
  * event and in input order, ACCEPTED (stored now, outbox row created) or DUPLICATE (already stored:
@@ -127,31 +141,41 @@ ORDER BY input.ord`;
  * throws OutboxInputError before anything is written.
  */
 export async function appendEvents(client: Queryable, events: NewEvent[]): Promise<AppendResult[]> {
-  const payloads = events.map(validate);
+  events.forEach(validate);
   const seen = new Set<string>();
-  const unique: Array<{ event: NewEvent; index: number; payload: string }> = [];
+  const rows: InputRow[] = [];
   events.forEach((event, index) => {
     const key = `${event.source}\u0000${event.eventId}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      unique.push({ event, index, payload: payloads[index]! });
+    if (seen.has(key)) {
+      // A repeat writes nothing, but its payload is still checked like every other.
+      if (ESCAPED_NUL.test(JSON.stringify(event.payload))) throw nulInPayload(index);
+      return;
     }
+    seen.add(key);
+    rows.push({
+      ord: index,
+      source: event.source,
+      event_id: event.eventId,
+      event_type: event.eventType,
+      entity_key: event.entityKey,
+      event_time: event.eventTime.toISOString(),
+      payload: event.payload,
+      lineage: event.lineage ?? {},
+      topic: event.topic ?? topicFor(event.source),
+      shard: shardOf(event.entityKey),
+    });
   });
   const outboxIds = new Map<number, string | null>();
-  if (unique.length > 0) {
-    const { rows } = await client.query<{ ord: number; outbox_id: string | null }>(APPEND_SQL, [
-      unique.map((u) => u.index),
-      unique.map((u) => u.event.source),
-      unique.map((u) => u.event.eventId),
-      unique.map((u) => u.event.eventType),
-      unique.map((u) => u.event.entityKey),
-      unique.map((u) => u.event.eventTime.toISOString()),
-      unique.map((u) => u.payload),
-      unique.map((u) => JSON.stringify(u.event.lineage ?? {})),
-      unique.map((u) => u.event.topic ?? topicFor(u.event.source)),
-      unique.map((u) => shardOf(u.event.entityKey)),
-    ]);
-    for (const row of rows) outboxIds.set(row.ord, row.outbox_id);
+  if (rows.length > 0) {
+    const document = JSON.stringify(rows);
+    // Postgres jsonb cannot store the NUL character: name the payload that holds one before anything
+    // is sent. The cheap includes() keeps the per-payload search off the common path.
+    if (document.includes('\\u0000') && ESCAPED_NUL.test(document)) {
+      const at = rows.find((row) => ESCAPED_NUL.test(JSON.stringify(row.payload)));
+      if (at) throw nulInPayload(at.ord);
+    }
+    const result = await client.query<{ ord: number; outbox_id: string | null }>(APPEND_SQL, [document]);
+    for (const row of result.rows) outboxIds.set(row.ord, row.outbox_id);
   }
   return events.map((event, index) => {
     const outboxId = outboxIds.get(index);

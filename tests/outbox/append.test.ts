@@ -98,6 +98,17 @@ describe('appendEvents', () => {
     expect(await counts(source)).toEqual({ raw: 0, outbox: 0 });
   });
 
+  it('refuses a NUL in the payload of a repeat inside the batch too', async () => {
+    const source = uniqueName('append-nul-repeat');
+    const repeat = { ...event(source, 'same'), payload: { text: 'nul \u0000 inside' } };
+    const error = await withTransaction(pool, (c) => appendEvents(c, [event(source, 'same'), repeat])).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(OutboxInputError);
+    expect((error as Error).message).toContain('event[1].payload');
+    expect(await counts(source)).toEqual({ raw: 0, outbox: 0 });
+  });
+
   it('the same event appended 50 times at once is stored once with one outbox row', async () => {
     const source = uniqueName('append-race');
     const results = await Promise.all(

@@ -15,6 +15,7 @@ import { type AppendResult, appendEvents, type NewEvent, OutboxInputError } from
 import { BadRequestError, decodeUtf8, ingestEventId, parseEventTime, parseJsonObject } from './body.ts';
 import type { PayloadContracts } from './contracts.ts';
 import { GroupCommitter } from './group-commit.ts';
+import { SeenCache } from './seen-cache.ts';
 import type { WebhookSource } from './sources.ts';
 import { VerificationError, verifySignature } from './verify.ts';
 
@@ -248,27 +249,18 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
 
   // raw_events refuses UPDATE, DELETE and TRUNCATE, so an event once seen stored stays stored: a hit
   // here can only ever be a true DUPLICATE. A miss just goes to Postgres, the authority.
-  const seenStored = new Map<string, true>();
+  const seenStored = new SeenCache(options.dedupeCacheSize);
   const keyOf = (event: NewEvent) => `${event.source}\u0000${event.eventId}`;
-  function remember(batch: NewEvent[]): void {
-    if (options.dedupeCacheSize === 0) return;
-    for (const event of batch) {
-      const key = keyOf(event);
-      seenStored.delete(key);
-      seenStored.set(key, true);
-      if (seenStored.size > options.dedupeCacheSize) seenStored.delete(seenStored.keys().next().value!);
-    }
-  }
 
   /** Stores a request's events (all or none); resolves only once they are committed. */
   async function store(batch: NewEvent[], pathOf: (index: number) => string): Promise<AppendResult[]> {
-    if (seenStored.size > 0 && batch.every((event) => seenStored.has(keyOf(event)))) {
+    if (!seenStored.empty && batch.every((event) => seenStored.has(keyOf(event)))) {
       return batch.map((event) => ({ eventId: event.eventId, status: 'DUPLICATE' }));
     }
     if (committer.saturated(options.maxWaiting)) throw new UnavailableError('database pool exhausted');
     try {
       const results = await committer.submit(batch);
-      remember(batch);
+      for (const event of batch) seenStored.add(keyOf(event));
       return results;
     } catch (error) {
       if (error instanceof OutboxInputError) {
@@ -322,18 +314,29 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
     const statuses = dryRun ? await wouldBe(batch) : (await store(batch, pathOf)).map((r) => r.status);
     const now = Date.now();
     // A batch logs one summary line; its per-event lines are debug, or 1,000 events would write 1,000 lines.
-    const logEvent = batch.length === 1 ? request.log.info.bind(request.log) : request.log.debug.bind(request.log);
+    const logEvent = batch.length === 1 || logger.isLevelEnabled('debug');
+    // Counters are added once per (source, status) of the request rather than once per event.
+    const tally = new Map<string, { source: string; status: Status; n: number }>();
     const results = batch.map((event, index) => {
       const status = statuses[index]!;
       const ingestLagMs = now - event.eventTime.getTime();
       const source = sourceLabel(event.source);
-      events.inc({ source, status, dry_run: String(dryRun) });
-      if (status === 'DUPLICATE') duplicates.inc({ source });
+      const key = `${source}\u0000${status}`;
+      const count = tally.get(key);
+      if (count) count.n++;
+      else tally.set(key, { source, status, n: 1 });
       lag.observe({ source }, ingestLagMs);
-      logEvent(
-        { source: event.source, event_id: event.eventId, entity_id: event.entityKey, status, dry_run: dryRun },
-        'event answered',
-      );
+      if (logEvent) {
+        const line = {
+          source: event.source,
+          event_id: event.eventId,
+          entity_id: event.entityKey,
+          status,
+          dry_run: dryRun,
+        };
+        if (batch.length === 1) request.log.info(line, 'event answered');
+        else request.log.debug(line, 'event answered');
+      }
       return {
         event_id: event.eventId,
         status,
@@ -343,6 +346,10 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Fasti
         ...(dryRun ? { dry_run: true } : {}),
       };
     });
+    for (const { source, status, n } of tally.values()) {
+      events.inc({ source, status, dry_run: String(dryRun) }, n);
+      if (status === 'DUPLICATE') duplicates.inc({ source }, n);
+    }
     if (batch.length > 1) {
       const accepted = results.filter((r) => r.status === 'ACCEPTED').length;
       request.log.info(

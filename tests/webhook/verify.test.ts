@@ -1,6 +1,12 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, ingestEventId, parseEventTime } from '../../services/webhook/body.ts';
+import {
+  type BadRequestError,
+  canonicalJson,
+  ingestEventId,
+  parseEventTime,
+  parseJsonObject,
+} from '../../services/webhook/body.ts';
 import { VerificationError, type VerifyInput, verifySignature } from '../../services/webhook/verify.ts';
 import { githubSignature, hmacSignature, nowSeconds, standardSignature, stripeSignature } from './signing.ts';
 
@@ -141,6 +147,39 @@ describe('event id and event time (pure logic)', () => {
       expect(() => parseEventTime(bad, '/t', now, 0), bad).toThrow();
     }
     expect(() => parseEventTime('2026-01-01T00:00:02Z', '/t', now, 1000)).toThrow(/in the future/);
+  });
+
+  it('knows leap years: 29 February only in years divisible by 4, except centuries not divisible by 400', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    for (const ok of ['2024-02-29T00:00:00Z', '2000-02-29T00:00:00Z', '2025-12-31T23:59:59Z']) {
+      expect(parseEventTime(ok, '/t', now, 0).toISOString().slice(0, 10), ok).toBe(ok.slice(0, 10));
+    }
+    for (const bad of [
+      '2025-02-29T00:00:00Z',
+      '2100-02-29T00:00:00Z',
+      '2025-04-31T00:00:00Z',
+      '2025-13-01T00:00:00Z',
+    ]) {
+      expect(() => parseEventTime(bad, '/t', now + 1e13, 0), bad).toThrow(/calendar/);
+    }
+  });
+
+  it('measures nesting outside strings only, whatever the escapes', () => {
+    const depthOk = (text: string, max: number) => {
+      try {
+        parseJsonObject(text, max);
+        return true;
+      } catch (error) {
+        if ((error as BadRequestError).code === 'too_deep') return false;
+        throw error;
+      }
+    };
+    expect(depthOk('{"a":"[[[[{{{{"}', 1)).toBe(true);
+    expect(depthOk('{"a":"\\\\\\"[[","b":[1]}', 2)).toBe(true);
+    expect(depthOk('{"a":"\\\\\\"[[","b":[1]}', 1)).toBe(false);
+    expect(depthOk('{"a":"x\\"[[","b":1}', 1)).toBe(true);
+    expect(depthOk('{"a":"\\\\","b":[[1]]}', 3)).toBe(true);
+    expect(depthOk('{"a":"\\\\","b":[[1]]}', 2)).toBe(false);
   });
 });
 

@@ -10,7 +10,8 @@ export interface RotationPolicy {
 
 export interface BronzeFile {
   key: string;
-  body: string;
+  /** UTF-8 JSON lines, built as bytes: no intermediate string of the whole file. */
+  body: Buffer;
   records: number;
   firstOffset: string;
 }
@@ -43,8 +44,8 @@ export function bronzeLine(event: LakeEvent): string {
  * re-running the same records from the same committed offset yields the same files, byte for byte.
  */
 export function bronzeFiles(events: LakeEvent[], policy: RotationPolicy): BronzeFile[] {
-  const files: BronzeFile[] = [];
-  const open = new Map<string, { file: BronzeFile; firstTime: number; bytes: number }>();
+  const pending: Array<{ key: string; firstOffset: string; lines: string[]; bytes: number }> = [];
+  const open = new Map<string, { file: (typeof pending)[number]; firstTime: number }>();
   for (const event of events) {
     const dir = bronzeDir(event);
     const line = bronzeLine(event);
@@ -52,26 +53,30 @@ export function bronzeFiles(events: LakeEvent[], policy: RotationPolicy): Bronze
     let current = open.get(dir);
     if (
       current &&
-      (current.file.records >= policy.maxRecords ||
-        current.bytes + bytes > policy.maxBytes ||
+      (current.file.lines.length >= policy.maxRecords ||
+        current.file.bytes + bytes > policy.maxBytes ||
         event.ingestedAt - current.firstTime >= policy.maxSpanMs)
     ) {
       current = undefined;
     }
     if (!current) {
-      const file: BronzeFile = {
+      const file = {
         key: `${dir}/${recordFileStem(event.topic, event.partition, event.offset)}.jsonl`,
-        body: '',
-        records: 0,
         firstOffset: event.offset,
+        lines: [],
+        bytes: 0,
       };
-      files.push(file);
-      current = { file, firstTime: event.ingestedAt, bytes: 0 };
+      pending.push(file);
+      current = { file, firstTime: event.ingestedAt };
       open.set(dir, current);
     }
-    current.file.body += line;
-    current.file.records += 1;
-    current.bytes += bytes;
+    current.file.lines.push(line);
+    current.file.bytes += bytes;
   }
-  return files;
+  return pending.map(({ key, firstOffset, lines, bytes }) => {
+    const body = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (const line of lines) at += body.write(line, at);
+    return { key, body, records: lines.length, firstOffset };
+  });
 }

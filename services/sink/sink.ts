@@ -1,7 +1,7 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { type Pool, withTransaction } from '../../libs/db/index.ts';
 import { DLQ_HEADER, DLQ_TOPIC, ensureTopics } from '../../libs/kafka/index.ts';
-import { bronzeFiles, type RotationPolicy } from '../../libs/lake/bronze.ts';
+import { type BronzeFile, bronzeFiles, type RotationPolicy } from '../../libs/lake/bronze.ts';
 import type { LakeEvent } from '../../libs/lake/event.ts';
 import type { SilverWriter } from '../../libs/lake/silver.ts';
 import type { LakeStorage } from '../../libs/lake/storage.ts';
@@ -165,8 +165,13 @@ export class Sink {
     const next = (BigInt(batch.lastOffset()) + 1n).toString();
     const { events, rejected } = await this.decode(topic, partition, batch.messages);
     await this.sendToDlq(topic, partition, rejected);
-    const { kept, duplicates } = await claimEvents(this.options.pool, events);
-    await this.write(kept);
+    const claim = claimEvents(this.options.pool, events);
+    // Let the claim statement reach Postgres, then build the files while it runs: usually every
+    // record is new, and the files built from all of them are the ones to write.
+    await new Promise(setImmediate);
+    const speculative = bronzeFiles(events, this.options.rotation);
+    const { kept, duplicates } = await claim;
+    await this.write(kept, kept.length === events.length ? speculative : undefined);
     // After a rebalance this partition belongs to another member: leave the commit to it.
     if (isStale()) return;
     await this.consumer.commitOffsets([{ topic, partition, offset: next }]);
@@ -253,18 +258,21 @@ export class Sink {
     for (const { rejection } of rejected) this.m.dlq.inc({ reason: rejection.reason });
   }
 
-  private async write(kept: LakeEvent[]): Promise<void> {
+  private async write(kept: LakeEvent[], prebuilt: BronzeFile[] | undefined): Promise<void> {
     if (kept.length === 0) return;
     const { storage, silver, rotation, entitySources, pool } = this.options;
-    const files = bronzeFiles(kept, rotation);
-    for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
-      await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
-    }
+    const files = prebuilt ?? bronzeFiles(kept, rotation);
+    const bronze = async () => {
+      for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
+        await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
+      }
+    };
+    // Independent files, all durable before the commit: DuckDB writes silver while bronze fsyncs.
+    const [, events] = await Promise.all([bronze(), silver.writeEvents(kept)]);
     this.m.bytes.inc(
       { layer: 'bronze' },
-      files.reduce((sum, f) => sum + Buffer.byteLength(f.body), 0),
+      files.reduce((sum, f) => sum + f.body.length, 0),
     );
-    const events = await silver.writeEvents(kept);
     this.m.bytes.inc({ layer: 'silver' }, events.bytes);
 
     const bySource = new Map<string, LakeEvent[]>();

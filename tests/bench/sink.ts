@@ -116,12 +116,17 @@ const child = spawn(
   },
 );
 const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-// Peak resident set of the sink process alone (Linux: VmHWM, its high-water mark).
+// Peak resident set of the sink process alone (Linux: VmHWM, its high-water mark), and its CPU time
+// (user + system, all threads: a figure less sensitive than events/s to what else the machine runs).
 let peakRssKb = 0;
+let cpuTicks = 0;
 const sampler = setInterval(() => {
   try {
     const status = fs.readFileSync(`/proc/${child.pid}/status`, 'utf8');
     peakRssKb = Math.max(peakRssKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
+    const stat = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    cpuTicks = Number(fields[11]) + Number(fields[12]);
   } catch {
     // The process has exited; its last reading stands.
   }
@@ -165,6 +170,8 @@ const result = {
   lake_mb_written: Number((lakeBytes / 1e6).toFixed(1)),
   rss_mb: Math.round(peakRss / 1e6),
   startup_s: Number(startupSeconds.toFixed(1)),
+  // Clock ticks are 1/100 s on Linux.
+  sink_cpu_s: Number((cpuTicks / 100).toFixed(1)),
   cores: os.availableParallelism(),
 };
 const rows: Array<[string, string]> = [
@@ -176,6 +183,7 @@ const rows: Array<[string, string]> = [
   ['lake MB written (bronze + silver)', String(result.lake_mb_written)],
   ['sink process peak RSS MB (target < 256)', String(result.rss_mb)],
   ['sink start-up s (not timed above)', String(result.startup_s)],
+  ['sink process CPU s (incl. start-up)', String(result.sink_cpu_s)],
 ];
 for (const [name, value] of rows) process.stdout.write(`${name.padEnd(42)} ${value.padStart(10)}\n`);
 process.stdout.write(`${JSON.stringify(result)}\n`);

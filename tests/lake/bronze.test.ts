@@ -31,7 +31,7 @@ describe('bronze files', () => {
     expect(file!.key).toBe(
       'bronze/source=shop/event_type=order%2Fcreated/event_date=2026-03-01/ingest_date=2026-03-01/hour=10/conveyor.shop+2+00000000000000000007.jsonl',
     );
-    expect(JSON.parse(file!.body)).toMatchObject({ event_id: 'e7', payload: { a: 1 }, kafka: { offset: 7 } });
+    expect(JSON.parse(file!.body.toString())).toMatchObject({ event_id: 'e7', payload: { a: 1 }, kafka: { offset: 7 } });
   });
 
   it('rotates by record count and by record time, never by the clock, so the same records give the same files', () => {
@@ -59,7 +59,8 @@ describe('bronze files', () => {
   it('formats UTC dates, hours and timestamps exactly as Date does', () => {
     const max = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
     const times = [0, 1, 999, 86_399_999, 86_400_000, t0, t0 + 7, max];
-    for (let i = 0; i < 2000; i++) times.push(Math.floor(Math.random() * max));
+    // Spread over the whole range, deterministically.
+    for (let i = 1; i <= 2000; i++) times.push((i * 124_999_999_937) % max);
     for (const ms of times) {
       const iso = new Date(ms).toISOString();
       expect([utcIso(ms), utcDate(ms), utcHour(ms)]).toEqual([iso, iso.slice(0, 10), iso.slice(11, 13)]);

@@ -79,6 +79,8 @@ export interface Simulator {
   /** An update that reaches the API late: its updated_at is `at`, in the past. */
   lateUpdate(id: number, at: Date): SimItem;
   addEvents(count: number): GitHubEvent[];
+  /** Revokes every OAuth2 token handed out, before its expires_in (as a provider may on rotation). */
+  revokeTokens(): void;
   resetStats(): void;
   close(): Promise<void>;
 }
@@ -181,6 +183,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         made.push(event);
       }
       return made;
+    },
+    revokeTokens() {
+      tokens.clear();
     },
     resetStats() {
       stats.requests = 0;

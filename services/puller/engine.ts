@@ -3,6 +3,7 @@ import { withTransaction } from '../../libs/db/index.ts';
 import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
 import {
   HttpClient,
+  HttpError,
   type HttpResponse,
   redactSecrets,
   requestFingerprint,
@@ -139,11 +140,12 @@ async function oauthToken(
   clientId: string,
   secret: string,
   client: HttpClient,
+  renew: boolean,
 ): Promise<string> {
   // Hashed: the key does not hold the secret, and a changed secret gets a token of its own.
   const key = requestFingerprint('POST', auth.token_url, `${clientId}\n${auth.scope ?? ''}\n${secret}`);
   const cached = oauthTokens.get(key);
-  if (cached && cached.expiresAt > Date.now()) return cached.token;
+  if (cached && cached.expiresAt > Date.now() && !renew) return cached.token;
   const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: secret });
   if (auth.scope) form.set('scope', auth.scope);
   const failed = (problem: string) =>
@@ -177,8 +179,11 @@ async function oauthToken(
   return parsed.access_token;
 }
 
-/** Auth headers and query parameters; called before every page, so an expired OAuth2 token is renewed mid-run. */
-async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: HttpClient) {
+/**
+ * Auth headers and query parameters; called before every page, so an expired OAuth2 token is renewed
+ * mid-run. `renew` fetches a new OAuth2 token even when the cached one has not expired yet.
+ */
+async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: HttpClient, renew = false) {
   const headers: Record<string, string> = {};
   const query: Record<string, string> = {};
   const auth = def.auth;
@@ -198,7 +203,7 @@ async function authorize(def: SourceDefinition, env: NodeJS.ProcessEnv, client: 
   } else if (auth.type === 'oauth2_client_credentials') {
     const clientId = need('auth.client_id_env', auth.client_id_env);
     const secret = need('auth.client_secret_env', auth.client_secret_env);
-    headers.authorization = `Bearer ${await oauthToken(def, auth, clientId, secret, client)}`;
+    headers.authorization = `Bearer ${await oauthToken(def, auth, clientId, secret, client, renew)}`;
   }
   return { headers, query };
 }
@@ -436,13 +441,24 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     const { headers: authHeaders } = page === 1 ? auth : await authorize(def, env, client);
     const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...authHeaders };
     if (page === 1 && def.etag && before.etag) headers['if-none-match'] = before.etag;
-    const response: HttpResponse = await client.request({
-      method: def.request.method,
-      url,
-      headers,
-      body: def.request.body,
-      idempotent: true,
-    });
+    const fetchPage = (auth: Record<string, string>) =>
+      client.request({
+        method: def.request.method,
+        url,
+        headers: { ...headers, ...auth },
+        body: def.request.body,
+        idempotent: true,
+      });
+    let response: HttpResponse;
+    try {
+      response = await fetchPage(authHeaders);
+    } catch (error) {
+      // A provider may revoke a token before its expires_in (rotation, restart): renew it once, ask again.
+      const revoked =
+        error instanceof HttpError && error.status === 401 && def.auth.type === 'oauth2_client_credentials';
+      if (!revoked) throw error;
+      response = await fetchPage((await authorize(def, env, client, true)).headers);
+    }
     if (page === 1) {
       firstEtag = response.headers.etag;
       const poll = def.poll_interval_header

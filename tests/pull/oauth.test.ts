@@ -57,6 +57,19 @@ describe('OAuth2 client credentials', () => {
     expect(await outboxCounts(pool, String(raw.name))).toEqual({ rows: 120, distinct: 120 });
   });
 
+  it('renews a token the server revoked before it expired, once, and the run goes on', async () => {
+    const raw = oauthDefinition();
+    sim.resetStats();
+    const first = await run(raw);
+    const issued = sim.stats.tokensIssued;
+    sim.revokeTokens();
+    const second = await run(raw);
+    expect(second.pages).toBe(1);
+    expect(sim.stats.tokensIssued).toBe(issued + 1);
+    expect(sim.stats.byStatus[401]).toBe(1);
+    expect(first.accepted).toBe(sim.items.size);
+  });
+
   it('renews the token in the middle of a run that outlives it', async () => {
     const raw = oauthDefinition();
     sim.resetStats();

@@ -98,6 +98,26 @@ export interface SimulatorOptions {
   clockStart?: Date;
 }
 
+/**
+ * A pull source definition (raw, before parseDefinition) for the simulator's change feed:
+ * GET /api/changes paged by next_cursor, the cursor as checkpoint, newer-wins by updated_at.
+ */
+export function changeFeedSource(baseUrl: string, name: string, pageSize: number): Record<string, unknown> {
+  return {
+    name,
+    request: { base_url: baseUrl, path: '/api/changes', params: { limit: pageSize } },
+    records: {
+      path: 'data',
+      primary_key: 'id',
+      event_time: 'created_at',
+      updated_at: 'updated_at',
+      event_type: 'item.changed',
+    },
+    pagination: { type: 'cursor', cursor_path: 'next_cursor', cursor_param: 'cursor' },
+    incremental: { type: 'cursor' },
+  };
+}
+
 const API_PREFIXES = ['/api/', '/events', '/repos/'];
 
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSimulator } from '../../infra/simulator/index.ts';
+import { changeFeedSource, startSimulator } from '../../infra/simulator/index.ts';
 import { stackLayout, stackUp } from '../../infra/stack/stack.ts';
 import { conveyorHome, intSetting, setting } from '../../libs/config/index.ts';
 import { createPool, ensureDatabase, migrate, type Pool, recreateDatabase } from '../../libs/db/index.ts';
@@ -142,17 +142,7 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
       pullOnce(
         parseDefinition(
           {
-            name: sources.api,
-            request: { base_url: sim.url, path: '/api/changes', params: { limit: options.pageSize } },
-            records: {
-              path: 'data',
-              primary_key: 'id',
-              event_time: 'created_at',
-              updated_at: 'updated_at',
-              event_type: 'item.changed',
-            },
-            pagination: { type: 'cursor', cursor_path: 'next_cursor', cursor_param: 'cursor' },
-            incremental: { type: 'cursor' },
+            ...changeFeedSource(sim.url, sources.api, options.pageSize),
             rate_limit: { per_second: 3, burst: 2 },
           },
           'demo (built in)',

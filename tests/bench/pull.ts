@@ -2,7 +2,7 @@
 // the share of a server's request budget used and the 429s received when paced by the shared token
 // bucket, then records/s with no limit, and the peak RSS. Figures, not pass/fail.
 import { randomUUID } from 'node:crypto';
-import { startSimulator } from '../../infra/simulator/index.ts';
+import { changeFeedSource, startSimulator } from '../../infra/simulator/index.ts';
 import { setting } from '../../libs/config/index.ts';
 import { createPool, migrate } from '../../libs/db/index.ts';
 import { parseDefinition } from '../../services/puller/definition.ts';
@@ -27,17 +27,7 @@ const sampler = setInterval(() => {
 const run = async (name: string, extra: Record<string, unknown>, limit: number) => {
   const def = parseDefinition(
     {
-      name,
-      request: { base_url: sim.url, path: '/api/changes', params: { limit } },
-      records: {
-        path: 'data',
-        primary_key: 'id',
-        event_time: 'created_at',
-        updated_at: 'updated_at',
-        event_type: 'item.changed',
-      },
-      pagination: { type: 'cursor', cursor_path: 'next_cursor', cursor_param: 'cursor' },
-      incremental: { type: 'cursor' },
+      ...changeFeedSource(sim.url, name, limit),
       ...extra,
     },
     'bench',

@@ -2,6 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { changeFeedSource } from '../../infra/simulator/index.ts';
 import type { Pool } from '../../libs/db/index.ts';
 import { parseDefinition, type SourceDefinition } from '../../services/puller/definition.ts';
 import { acquireLease } from '../../services/puller/lease.ts';
@@ -13,17 +14,7 @@ export function changeFeedDefinition(
   overrides: Record<string, unknown> = {},
 ): Record<string, unknown> {
   return {
-    name: uniqueName('feed').toLowerCase(),
-    request: { base_url: baseUrl, path: '/api/changes', params: { limit: 50 } },
-    records: {
-      path: 'data',
-      primary_key: 'id',
-      event_time: 'created_at',
-      updated_at: 'updated_at',
-      event_type: 'item.changed',
-    },
-    pagination: { type: 'cursor', cursor_path: 'next_cursor', cursor_param: 'cursor' },
-    incremental: { type: 'cursor' },
+    ...changeFeedSource(baseUrl, uniqueName('feed').toLowerCase(), 50),
     retry: { max_attempts: 6, deadline: '60s' },
     ...overrides,
   };

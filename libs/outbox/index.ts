@@ -174,7 +174,12 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
       const at = rows.find((row) => ESCAPED_NUL.test(JSON.stringify(row.payload)));
       if (at) throw nulInPayload(at.ord);
     }
-    const result = await client.query<{ ord: number; outbox_id: string | null }>(APPEND_SQL, [document]);
+    // Named, so each connection parses and plans the statement once rather than on every append.
+    const result = await client.query<{ ord: number; outbox_id: string | null }>({
+      name: 'conveyor_append_events',
+      text: APPEND_SQL,
+      values: [document],
+    });
     for (const row of result.rows) outboxIds.set(row.ord, row.outbox_id);
   }
   return events.map((event, index) => {

@@ -38,19 +38,30 @@ interface TopicState {
 
 type OutMessage = { key: string; value: Buffer; headers: Record<string, string> };
 
+/** What a read covers: the held shards, less the topics the schema gate holds back. */
+interface Scope {
+  shards: number[];
+  blocked: string[];
+  key: string;
+}
+
 /** Rows read and encoded for one Kafka transaction. */
 interface Batch {
+  /** Scope key of the read; the batch is published only if it is still the relay's scope. */
+  scope: string;
   topicMessages: Array<{ topic: string; messages: OutMessage[] }>;
-  published: PendingRow[];
-  failed: Array<{ row: PendingRow; reason: string }>;
+  /** What marking needs of the rows; their payloads are not kept once encoded. */
+  published: Array<{ id: string; topic: string; createdMs: number }>;
+  failed: Array<{ id: string; eventId: string; source: string; reason: string }>;
+  ids: string[];
   /** Where the next scan starts once this batch is in Kafka (see floor). */
   nextFloor: string;
 }
 
 // The CTE picks the batch from the outbox_pending_id index whatever the table statistics say (a
 // sudden backlog must not turn each batch into a join over the whole table); $4 skips the index
-// entries of rows this relay just published (see floor); $5 are the rows of the batch in Kafka whose
-// marking update is still running (see marking).
+// entries of rows this relay just published (see floor); $5 are the rows of the batch in Kafka and of
+// the batch whose marking update is still running (see marking).
 const PENDING_SQL = `
   WITH next AS MATERIALIZED (
     SELECT id, topic, source, event_id, created_at FROM outbox
@@ -77,8 +88,9 @@ export const TRANSACTION_RETRY = { initialRetryTime: 20, maxRetryTime: 5000, ret
 /**
  * Publishes the outbox rows of the shards it leases to Kafka, in id order, one Kafka transaction per
  * batch, then marks them published. At least once: a crash between the Kafka commit and the Postgres
- * update re-publishes the same rows, with the same event ids, in the same order. The marking update
- * of a batch runs while the next batch is read and encoded; that read leaves the batch's rows out.
+ * update re-publishes the same rows, with the same event ids, in the same order. The next batch is
+ * read and encoded while a batch is in Kafka and while it is marked; that read leaves both batches'
+ * rows out, and its rows go to Kafka only after that transaction committed, in the same scope.
  */
 export class Relay {
   readonly owner: string;
@@ -96,7 +108,7 @@ export class Relay {
    */
   private floor = '0';
   private floorScope = '';
-  private inFlight?: Promise<number>;
+  private inFlight?: Promise<unknown>;
   /** The marking update of the last batch committed to Kafka, if not settled yet; at most one runs. */
   private marking?: { ids: string[]; done: Promise<void> };
   private readonly topics = new Map<string, TopicState>();
@@ -107,6 +119,8 @@ export class Relay {
   private listener?: pg.Client;
   private running = false;
   private wakers: Array<() => void> = [];
+  /** Counts wake-ups, so a notification that came during a read is not slept through. */
+  private wakeups = 0;
   private timers: NodeJS.Timeout[] = [];
   private readonly m;
 
@@ -214,6 +228,7 @@ export class Relay {
   }
 
   private wake(): void {
+    this.wakeups++;
     const wakers = this.wakers;
     this.wakers = [];
     for (const wake of wakers) wake();
@@ -266,9 +281,12 @@ export class Relay {
   private async pump(): Promise<void> {
     let producer: Producer | undefined;
     let backoffMs = 250;
+    // Read while the batch before it was in Kafka.
+    let next: Batch | undefined;
     while (this.running) {
       try {
         if (this.held.size === 0 || !this.leaseAllowsTransaction()) {
+          next = undefined;
           await this.settleMarking();
           await this.sleep(this.o.pollIntervalMs);
           continue;
@@ -283,14 +301,33 @@ export class Relay {
           });
           await producer.connect();
         }
-        this.inFlight = this.publishBatch([...this.held], producer);
-        const settled = await this.inFlight;
-        backoffMs = 250;
-        if (settled === 0) {
-          await this.settleMarking();
-          await this.sleep(this.o.pollIntervalMs);
+        let batch = next;
+        next = undefined;
+        if (batch?.scope !== this.scope().key) {
+          const scope = this.scope();
+          const wakeups = this.wakeups;
+          batch = await this.readBatch(
+            scope,
+            scope.key === this.floorScope ? this.floor : '0',
+            this.marking?.ids ?? [],
+          );
+          // Moves past a batch only once it is in Kafka.
+          this.floor = '0';
+          if (!batch) {
+            await this.settleMarking();
+            if (this.wakeups === wakeups) await this.sleep(this.o.pollIntervalMs);
+            continue;
+          }
         }
+        // Checked with no await before the transaction starts: balance() waits for inFlight before it
+        // releases a shard, and the lease must outlast the transaction.
+        if (batch.scope !== this.scope().key || !this.leaseAllowsTransaction()) continue;
+        const publishing = this.publishBatch(batch, producer);
+        this.inFlight = publishing;
+        next = await publishing;
+        backoffMs = 250;
       } catch (error) {
+        next = undefined;
         this.m.failures.inc({ reason: 'publish' });
         this.o.logger.error({ err: error }, 'publishing failed; retrying');
         // Rows whose marking failed are pending again: scan from the start without leaving any out.
@@ -307,6 +344,13 @@ export class Relay {
     }
     await this.settleMarking().catch((error) => this.o.logger.warn({ err: error }, 'could not mark the last batch'));
     await producer?.disconnect().catch(() => undefined);
+  }
+
+  private scope(): Scope {
+    const now = Date.now();
+    const shards = [...this.held].sort((a, b) => a - b);
+    const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
+    return { shards, blocked, key: `${shards.join(',')}|${blocked.join(',')}` };
   }
 
   /** Waits for the marking update in flight; throws if it failed. */
@@ -349,52 +393,53 @@ export class Relay {
   }
 
   /**
-   * Publishes up to one batch of the held shards' pending rows and starts marking them; returns how
-   * many rows it put in Kafka (0: nothing to do now).
+   * Puts the batch in one Kafka transaction, reading the next batch meanwhile, then starts marking it;
+   * returns the next batch (undefined: none was pending when it was read).
    */
-  private async publishBatch(shards: number[], producer: Producer): Promise<number> {
-    const now = Date.now();
-    const blocked = [...this.blocked].filter(([, retryAt]) => retryAt > now).map(([topic]) => topic);
-    const scope = `${shards.join(',')}|${blocked.join(',')}`;
-    if (scope !== this.floorScope) {
-      this.floor = '0';
-      this.floorScope = scope;
-    }
-    const batch = await this.readBatch(shards, blocked, this.marking?.ids ?? []);
-    // Moves past this batch only once it is in Kafka.
-    this.floor = '0';
-    if (!batch) return 0;
-    // The read may have taken a while: the lease must still outlast the transaction.
-    if (!this.leaseAllowsTransaction()) return 0;
-
+  private async publishBatch(batch: Batch, producer: Producer): Promise<Batch | undefined> {
     const transaction = await producer.transaction();
+    const scope = this.scope();
+    // Only while draining a backlog (a full batch): when caught up, a read after the commit also
+    // catches the rows that commit during the transaction, which keeps commit-to-ack short.
+    const readAhead =
+      batch.nextFloor === '0'
+        ? Promise.resolve(undefined)
+        : this.readBatch(scope, scope.key === batch.scope ? batch.nextFloor : '0', [
+            ...(this.marking?.ids ?? []),
+            ...batch.ids,
+          ]);
+    // Awaited below on every path; until then a failure must not be an unhandled rejection.
+    readAhead.catch(() => undefined);
     try {
       await transaction.sendBatch({ topicMessages: batch.topicMessages, acks: -1 });
       if (this.leaseValidUntil <= Date.now()) throw new Error('shard leases lapsed during the batch; aborting it');
       await transaction.commit();
     } catch (error) {
       await transaction.abort().catch(() => undefined);
+      // Read on the assumption that this batch would be in Kafka: dropped.
+      await readAhead.catch(() => undefined);
       throw error;
     }
     const ackedAt = Date.now();
     this.floor = batch.nextFloor;
+    this.floorScope = batch.scope;
 
     // Kafka has the rows; a crash before they are marked re-publishes them (same ids, same order).
     await this.settleMarking();
     const done = this.markBatch(batch, ackedAt);
-    // Awaited by the next batch, balance() or stop(); until then a failure must not be an unhandled rejection.
+    // Awaited by the next read, balance() or stop(); until then a failure must not be an unhandled rejection.
     done.catch(() => undefined);
-    this.marking = { ids: [...batch.published, ...batch.failed.map((f) => f.row)].map((r) => r.id), done };
-    return batch.published.length + batch.failed.length;
+    this.marking = { ids: batch.ids, done };
+    return await readAhead;
   }
 
   /** Reads the next pending rows (leaving `exclude` out) and encodes them; undefined when none can go now. */
-  private async readBatch(shards: number[], blocked: string[], exclude: string[]): Promise<Batch | undefined> {
+  private async readBatch(scope: Scope, floor: string, exclude: string[]): Promise<Batch | undefined> {
     const { rows } = await this.o.pool.query<PendingRow>(PENDING_SQL, [
-      shards,
+      scope.shards,
       this.o.batchSize,
-      blocked,
-      this.floor,
+      scope.blocked,
+      floor,
       exclude,
     ]);
     // While draining a backlog, the next scan starts after this batch; when caught up it starts from
@@ -404,8 +449,8 @@ export class Relay {
 
     const byTopic = new Map<string, OutMessage[]>();
     const dlq: OutMessage[] = [];
-    const published: PendingRow[] = [];
-    const failed: Array<{ row: PendingRow; reason: string }> = [];
+    const published: Batch['published'] = [];
+    const failed: Batch['failed'] = [];
     for (const row of rows) {
       const state = await this.topicState(row.topic, row.source);
       // Refused schema: this topic's rows (and so every later row of their keys) wait for the next try.
@@ -424,10 +469,10 @@ export class Relay {
           byTopic.set(row.topic, messages);
         }
         messages.push({ key: row.entity_key, value, headers });
-        published.push(row);
+        published.push({ id: row.id, topic: row.topic, createdMs: row.created_ms });
       } catch (error) {
         if (!(error instanceof EncodeError)) throw error;
-        failed.push({ row, reason: error.message });
+        failed.push({ id: row.id, eventId: row.event_id, source: row.source, reason: error.message });
         dlq.push({
           key: row.entity_key,
           value: Buffer.from(
@@ -448,7 +493,8 @@ export class Relay {
     if (published.length === 0 && failed.length === 0) return undefined;
     const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
     if (dlq.length > 0) topicMessages.push({ topic: DLQ_TOPIC, messages: dlq });
-    return { topicMessages, published, failed, nextFloor };
+    const ids = [...published, ...failed].map((r) => r.id);
+    return { scope: scope.key, topicMessages, published, failed, ids, nextFloor };
   }
 
   private async markBatch({ published, failed }: Batch, ackedAt: number): Promise<void> {
@@ -461,15 +507,15 @@ export class Relay {
       await this.o.pool.query(
         `UPDATE outbox SET failed_at = clock_timestamp(), failure = f.reason
          FROM unnest($1::bigint[], $2::text[]) AS f(id, reason) WHERE outbox.id = f.id`,
-        [failed.map((f) => f.row.id), failed.map((f) => f.reason)],
+        [failed.map((f) => f.id), failed.map((f) => f.reason)],
       );
       this.m.failures.inc({ reason: 'encode' }, failed.length);
-      for (const f of failed) this.o.logger.error({ event_id: f.row.event_id, source: f.row.source }, f.reason);
+      for (const f of failed) this.o.logger.error({ event_id: f.eventId, source: f.source }, f.reason);
     }
     const perTopic = new Map<string, number>();
     for (const row of published) {
       perTopic.set(row.topic, (perTopic.get(row.topic) ?? 0) + 1);
-      this.m.latency.observe((ackedAt - row.created_ms) / 1000);
+      this.m.latency.observe((ackedAt - row.createdMs) / 1000);
     }
     for (const [topic, count] of perTopic) this.m.published.inc({ topic }, count);
   }

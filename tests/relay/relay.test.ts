@@ -157,6 +157,42 @@ describe('relay', () => {
     expectAscending(byKey);
   });
 
+  it('publishes each row once while it drains a backlog in small batches and while it keeps up with a writer', async () => {
+    // Each batch is read while the one before is in Kafka or being marked; those rows must be left out.
+    const source = uniqueName('relay-once');
+    const all = events(source, 1200, 13);
+    await append(all.slice(0, 600));
+    const metrics = createMetrics('relay-once');
+    // A slow marking update: the next batches are read while it runs.
+    const slowMarking = new Proxy(pool, {
+      get(target, property, receiver) {
+        if (property !== 'query') return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof pool.query>) => {
+          if (String(args[0]).startsWith('UPDATE outbox SET published_at')) await new Promise((r) => setTimeout(r, 60));
+          return (target.query as (...a: unknown[]) => unknown)(...args);
+        };
+      },
+    });
+    const relay = await startRelay({ batchSize: 40, metrics, pool: slowMarking });
+    await waitUntil(async () => (await pendingCount(source)) === 0);
+    for (let i = 600; i < 1200; i += 20) {
+      await append(all.slice(i, i + 20));
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await waitUntil(async () => (await pendingCount(source)) === 0);
+    await relay.stop();
+
+    // Counted once per row in a committed transaction: a row sent twice would count twice.
+    const published = (await metrics.getSingleMetric('conveyor_relay_published_total')!.get()).values;
+    expect(published.reduce((sum, v) => sum + v.value, 0)).toBe(1200);
+    const records = await readTopics(
+      kafka,
+      [topicFor(source)],
+      (r) => new Set(r.map((x) => x.headers[HEADER.eventId])).size >= 1200,
+    );
+    expectAscending(await decodedByKey(records));
+  });
+
   it('sends a row that does not fit its contract to the DLQ with the reason, marks it failed, and the rest flow', async () => {
     const source = uniqueName('relay-dlq');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'schemas-'));

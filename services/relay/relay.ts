@@ -86,6 +86,39 @@ const PENDING_SQL = `
 export const TRANSACTION_RETRY = { initialRetryTime: 20, maxRetryTime: 5000, retries: 12 };
 
 /**
+ * kafkajs puts a partition's records of one produce request in one record batch, and the broker
+ * refuses batches over message.max.bytes (1 MiB by default): a transaction sends its rows in produce
+ * requests of at most this many bytes (estimated), so a large batch on few partitions still goes.
+ */
+const PRODUCE_REQUEST_BYTES = 768 * 1024;
+/** Record framing and the four headers, over the value and key. */
+const RECORD_OVERHEAD_BYTES = 256;
+
+/** The batch's records in produce requests of at most PRODUCE_REQUEST_BYTES (at least one record each), in order. */
+export function produceRequests(topicMessages: Batch['topicMessages']): Array<Batch['topicMessages']> {
+  const requests: Array<Batch['topicMessages']> = [];
+  let request: Batch['topicMessages'] = [];
+  let bytes = 0;
+  for (const { topic, messages } of topicMessages) {
+    let part: OutMessage[] = [];
+    request.push({ topic, messages: part });
+    for (const message of messages) {
+      const size = message.value.length + message.key.length + RECORD_OVERHEAD_BYTES;
+      if (bytes > 0 && bytes + size > PRODUCE_REQUEST_BYTES) {
+        requests.push(request);
+        part = [];
+        request = [{ topic, messages: part }];
+        bytes = 0;
+      }
+      part.push(message);
+      bytes += size;
+    }
+  }
+  requests.push(request);
+  return requests;
+}
+
+/**
  * Publishes the outbox rows of the shards it leases to Kafka, in id order, one Kafka transaction per
  * batch, then marks them published. At least once: a crash between the Kafka commit and the Postgres
  * update re-publishes the same rows, with the same event ids, in the same order. The next batch is
@@ -411,7 +444,9 @@ export class Relay {
     // Awaited below on every path; until then a failure must not be an unhandled rejection.
     readAhead.catch(() => undefined);
     try {
-      await transaction.sendBatch({ topicMessages: batch.topicMessages, acks: -1 });
+      for (const topicMessages of produceRequests(batch.topicMessages)) {
+        await transaction.sendBatch({ topicMessages, acks: -1 });
+      }
       if (this.leaseValidUntil <= Date.now()) throw new Error('shard leases lapsed during the batch; aborting it');
       await transaction.commit();
     } catch (error) {

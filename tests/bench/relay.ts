@@ -16,7 +16,7 @@ import { createKafka, ensureTopics, HEADER } from '../../libs/kafka/index.ts';
 import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
 import { contractFor } from '../../libs/registry/contracts.ts';
 import { encodeRow } from '../../services/relay/encode.ts';
-import { TRANSACTION_RETRY } from '../../services/relay/relay.ts';
+import { produceRequests, TRANSACTION_RETRY } from '../../services/relay/relay.ts';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
 const RATE_EVENTS_PER_S = 1000;
@@ -168,7 +168,10 @@ async function main(): Promise<void> {
   const ceilingStart = performance.now();
   for (let i = 0; i < EVENTS; i += BATCH) {
     const txn = await producer.transaction();
-    await txn.send({ topic, messages: values.slice(i, i + BATCH), acks: -1 });
+    // In the same produce requests as the relay's.
+    for (const topicMessages of produceRequests([{ topic, messages: values.slice(i, i + BATCH) }])) {
+      await txn.sendBatch({ topicMessages, acks: -1 });
+    }
     await txn.commit();
   }
   const ceilingSeconds = (performance.now() - ceilingStart) / 1000;

@@ -37,6 +37,8 @@ export class StorageKeyError extends Error {
 /** A local directory: write to a scratch name beside the target, fsync it, rename, fsync the folder. */
 export class LocalDirStorage implements LakeStorage {
   readonly root: string;
+  /** Folders this process has created or found: a recursive mkdir per file cost more than the write. */
+  private readonly madeDirs = new Set<string>();
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -47,6 +49,13 @@ export class LocalDirStorage implements LakeStorage {
       throw new StorageKeyError(key, 'must be relative, without empty or ".." segments');
     }
     return path.join(this.root, ...key.split('/'));
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await fs.mkdir(dir, { recursive: true });
+    if (this.madeDirs.size >= 10_000) this.madeDirs.clear();
+    this.madeDirs.add(dir);
   }
 
   private scratchFor(target: string): string {
@@ -76,10 +85,16 @@ export class LocalDirStorage implements LakeStorage {
 
   async put(key: string, data: Buffer | string): Promise<void> {
     const target = this.resolve(key);
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await this.ensureDir(path.dirname(target));
     const scratch = this.scratchFor(target);
     try {
-      await fs.writeFile(scratch, data);
+      await fs.writeFile(scratch, data).catch(async (error: NodeJS.ErrnoException) => {
+        // The folder went away since we made it (removed by hand): make it again.
+        if (error.code !== 'ENOENT') throw error;
+        this.madeDirs.delete(path.dirname(target));
+        await this.ensureDir(path.dirname(target));
+        await fs.writeFile(scratch, data);
+      });
       await this.publish(scratch, target);
     } catch (error) {
       await fs.rm(scratch, { force: true });

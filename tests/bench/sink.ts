@@ -65,7 +65,7 @@ for (let start = 0; start < EVENTS; start += 5000) {
 }
 await producer.disconnect();
 
-const fetchBytes = Number(process.env.SINK_FETCH_MAX_BYTES ?? 4 * 1024 * 1024);
+const fetchBytes = 4 * 1024 * 1024;
 
 // Ceiling: a bare consumer group, same isolation and fetch size, doing nothing with the records.
 // Timed from its group join, like the sink below, so neither figure counts start-up.
@@ -95,7 +95,8 @@ const bareSeconds = (performance.now() - bareStart) / 1000;
 await bare.disconnect();
 
 // The sink as its own process (`conveyor sink`), so its peak RSS is its own: decode, gate, dedupe
-// (Postgres), bronze + silver (fsync), commit. Extra node flags (e.g. --cpu-prof) via BENCH_SINK_NODE_ARGS.
+// (Postgres), bronze + silver (fsync), commit. It runs with its own settings (SINK_* from the
+// environment, else the defaults). Extra node flags (e.g. --cpu-prof) via BENCH_SINK_NODE_ARGS.
 const lake = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-bench-lake-'));
 const groupId = uniqueName('bench-sink');
 const spawned = performance.now();
@@ -109,7 +110,6 @@ const child = spawn(
       SINK_GROUP_ID: groupId,
       SINK_OUTPUT_DIR: lake,
       SINK_PORT: '0',
-      SINK_FETCH_MAX_BYTES: String(fetchBytes),
       LOG_LEVEL: 'info',
     },
     stdio: ['ignore', 'pipe', 'inherit'],

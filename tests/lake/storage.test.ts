@@ -16,6 +16,14 @@ describe('local directory storage', () => {
     expect(await storage.list('a')).toEqual(['a/b/c.jsonl']);
   });
 
+  it('writes into a folder that was removed after an earlier write made it', async () => {
+    const storage = new LocalDirStorage(root());
+    await storage.put('a/b/c.jsonl', 'one\n');
+    fs.rmSync(path.join(storage.root, 'a'), { recursive: true });
+    await storage.put('a/b/d.jsonl', 'two\n');
+    expect(await storage.list('a')).toEqual(['a/b/d.jsonl']);
+  });
+
   it('publishes nothing when the producer of a file fails', async () => {
     const storage = new LocalDirStorage(root());
     await expect(

@@ -85,8 +85,14 @@ describe('sink crash drill', () => {
     await admin.disconnect();
     expect(progress.some((p) => p < end)).toBe(true);
 
-    const last = spawnSink(env);
+    // Info level, to see it running: the killed sinks may have committed everything already, and a
+    // SIGTERM before the sink installs its handler would end it by the signal, not by a clean stop.
+    const last = spawnSink({ ...env, LOG_LEVEL: 'info' });
     await waitForCommitted(kafka, env.SINK_GROUP_ID, [src.topic], 120_000);
+    const deadline = Date.now() + 60_000;
+    while (!last.output().includes('"msg":"sink running') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     last.child.kill('SIGTERM');
     expect(await last.exited, last.output()).toBe(0);
     expect(last.output()).not.toContain('"level":50');

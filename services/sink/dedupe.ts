@@ -15,6 +15,8 @@ export interface DedupeResult {
   duplicates: LakeEvent[];
 }
 
+// Returns only the records that did not insert their claim (usually none): an inserted claim is the
+// record's own, so there is nothing to send back or to look up for it.
 const CLAIM_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(source, event_id, kafka_offset)
@@ -25,11 +27,10 @@ inserted AS (
   ON CONFLICT (source, event_id) DO NOTHING
   RETURNING source, event_id
 )
-SELECT i.source, i.event_id, i.kafka_offset::text AS kafka_offset, (ins.event_id IS NOT NULL) AS inserted,
-       c.topic, c.kafka_partition, c.kafka_offset::text AS claim_offset
+SELECT i.source, i.event_id, c.topic, c.kafka_partition, c.kafka_offset::text AS claim_offset
 FROM input i
-LEFT JOIN inserted ins USING (source, event_id)
-LEFT JOIN sink_claims c USING (source, event_id)`;
+LEFT JOIN sink_claims c USING (source, event_id)
+WHERE NOT EXISTS (SELECT 1 FROM inserted ins WHERE ins.source = i.source AND ins.event_id = i.event_id)`;
 
 // A claim committed by another sink while CLAIM_SQL ran is not in that statement's snapshot.
 const LOOKUP_SQL = `
@@ -63,18 +64,19 @@ export async function claimEvents(pool: Pool, events: LakeEvent[]): Promise<Dedu
   }
   // Map order is insertion order, so candidates (and kept) stay in offset order.
   const candidates = [...firsts.values()];
-  const { rows } = await pool.query<ClaimRow & { inserted: boolean; kafka_offset: string }>(CLAIM_SQL, [
+  const { rows } = await pool.query<ClaimRow>(CLAIM_SQL, [
     candidates.map((e) => e.source),
     candidates.map((e) => e.eventId),
     candidates.map((e) => e.offset),
     topic,
     partition,
   ]);
-  const owners = new Map<string, ClaimRow | 'mine'>();
+  if (rows.length === 0) return { kept: candidates, duplicates };
+  // Claims found already there, whoever made them; every other candidate inserted its own.
+  const owners = new Map<string, ClaimRow>();
   const unresolved: ClaimRow[] = [];
   for (const row of rows) {
-    if (row.inserted) owners.set(keyOf(row.source, row.event_id), 'mine');
-    else if (row.topic === null) unresolved.push(row);
+    if (row.topic === null) unresolved.push(row);
     else owners.set(keyOf(row.source, row.event_id), row);
   }
   if (unresolved.length > 0) {
@@ -84,13 +86,15 @@ export async function claimEvents(pool: Pool, events: LakeEvent[]): Promise<Dedu
     ]);
     for (const row of again.rows) owners.set(keyOf(row.source, row.event_id), row);
   }
+  for (const row of unresolved) {
+    if (!owners.has(keyOf(row.source, row.event_id))) {
+      throw new Error(`dedupe: no claim found for event ${row.event_id} of ${row.source} after its insert conflicted`);
+    }
+  }
   for (const event of candidates) {
     const owner = owners.get(keyOf(event.source, event.eventId));
-    if (owner === undefined) {
-      throw new Error(`dedupe: no claim found for event ${event.eventId} of ${event.source} after inserting it`);
-    }
     const mine =
-      owner === 'mine' ||
+      owner === undefined ||
       (owner.topic === event.topic && owner.kafka_partition === event.partition && owner.claim_offset === event.offset);
     (mine ? kept : duplicates).push(event);
   }

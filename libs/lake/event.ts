@@ -50,9 +50,18 @@ export function utcIso(ms: number): string {
   return `${utcDate(ms)}T${pad2(Math.floor(seconds / 3600))}:${pad2(Math.floor(seconds / 60) % 60)}:${pad2(seconds % 60)}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
+// Sources and event types repeat on every record; encoding them once each is enough.
+const encoded = new Map<string, string>();
+
 /** Hive-style partition value: safe in a path segment, readable, reversible (percent-encoding). */
 export function partitionValue(value: string): string {
-  return encodeURIComponent(value).replace(/\./g, '%2E');
+  let text = encoded.get(value);
+  if (text === undefined) {
+    text = encodeURIComponent(value).replace(/\./g, '%2E');
+    if (encoded.size >= 4096) encoded.clear();
+    encoded.set(value, text);
+  }
+  return text;
 }
 
 /** A file name that sorts by offset and is the same on every replay of the same records. */

@@ -117,8 +117,8 @@ function formatReport(r: DemoReport): string {
     `output     ${r.output.dir}`,
     `           ${r.output.files} files, ${r.output.bytes} bytes, fingerprint ${r.output.fingerprint} (${unchanged})`,
     '',
-    'look at it with DuckDB (duckdb CLI, or any DuckDB client):',
-    ...r.duckdb.map((q) => `  ${q}`),
+    'look at it with DuckDB (these run as they are; the SQL alone works in the duckdb CLI or any DuckDB client):',
+    ...r.duckdb.map((q) => `  npx conveyor query "${q}"`),
   );
   if (r.services) {
     lines.push('', 'services left running (Ctrl-C stops them):');

@@ -3,6 +3,7 @@ import { registerDemoCommand } from './demo-command.ts';
 import { registerDlqCommands } from './dlq-command.ts';
 import { registerMigrateCommand } from './migrate-command.ts';
 import { registerPullCommand } from './pull-command.ts';
+import { registerQueryCommand } from './query-command.ts';
 import { registerRelayCommand } from './relay-command.ts';
 import { registerSchemaCommands } from './schema-command.ts';
 import { registerSinkCommand } from './sink-command.ts';
@@ -25,6 +26,7 @@ registerSchemaCommands(program);
 registerSinkCommand(program);
 registerDlqCommands(program);
 registerVerifyCommand(program);
+registerQueryCommand(program);
 registerWebhookCommand(program);
 
 try {

@@ -31,7 +31,11 @@ describe('bronze files', () => {
     expect(file!.key).toBe(
       'bronze/source=shop/event_type=order%2Fcreated/event_date=2026-03-01/ingest_date=2026-03-01/hour=10/conveyor.shop+2+00000000000000000007.jsonl',
     );
-    expect(JSON.parse(file!.body.toString())).toMatchObject({ event_id: 'e7', payload: { a: 1 }, kafka: { offset: 7 } });
+    expect(JSON.parse(file!.body.toString())).toMatchObject({
+      event_id: 'e7',
+      payload: { a: 1 },
+      kafka: { offset: 7 },
+    });
   });
 
   it('rotates by record count and by record time, never by the clock, so the same records give the same files', () => {

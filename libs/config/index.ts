@@ -79,7 +79,7 @@ export const SETTINGS = {
   },
   SINK_TOPICS: {
     default: '',
-    help: 'Comma-separated topics the sink consumes; empty means every conveyor.<source> topic that exists when it starts.',
+    help: 'Comma-separated topics the sink consumes; empty means every conveyor.<source> topic, including those created later (looked for every 10 s).',
   },
   SINK_PORT: {
     default: '9465',

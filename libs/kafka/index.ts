@@ -54,6 +54,31 @@ export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promis
   }
 }
 
+/**
+ * Records of `topics` (those that exist) past the consumer group's committed offsets; 0 means the group
+ * has committed everything on them. A coordinator that is loading or moving answers a retriable error:
+ * then this returns Infinity, and the caller asks again.
+ */
+export async function groupLag(admin: Admin, groupId: string, topics: string[]): Promise<number> {
+  let behind = 0;
+  try {
+    const existing = new Set(await admin.listTopics());
+    for (const topic of topics.filter((t) => existing.has(t))) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      for (const end of ends) {
+        const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
+        const done = BigInt(at === '-1' ? end.low : at);
+        if (done < BigInt(end.high)) behind += Number(BigInt(end.high) - done);
+      }
+    }
+  } catch (error) {
+    if ((error as { retriable?: boolean }).retriable) return Number.POSITIVE_INFINITY;
+    throw error;
+  }
+  return behind;
+}
+
 /** Headers the relay puts on every record (values are UTF-8 strings). */
 export const HEADER = {
   eventId: 'conveyor.event_id',

@@ -5,7 +5,7 @@ import { changeFeedSource, startSimulator } from '../../infra/simulator/index.ts
 import { stackLayout, stackUp } from '../../infra/stack/stack.ts';
 import { conveyorHome, intSetting, setting } from '../../libs/config/index.ts';
 import { createPool, ensureDatabase, migrate, type Pool, recreateDatabase } from '../../libs/db/index.ts';
-import { type Admin, createKafka, ensureTopics } from '../../libs/kafka/index.ts';
+import { type Admin, createKafka, ensureTopics, groupLag } from '../../libs/kafka/index.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
 import { topicFor } from '../../libs/outbox/index.ts';
 import { parseDefinition } from '../puller/definition.ts';
@@ -174,7 +174,7 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
 
     const status = async () => {
       const counts = await pipelineCounts(pool, sourceList, runStart);
-      const behind = produced ? await groupBehind(admin, groupId, topics) : Number.POSITIVE_INFINITY;
+      const behind = produced ? await groupLag(admin, groupId, topics) : Number.POSITIVE_INFINITY;
       progress.stage('pull', pulled.records, options.records);
       progress.stage('webhooks', webhookTally.sent, options.deliveries);
       progress.stage('ingest', ingestTally.sent, options.ingest);
@@ -400,31 +400,6 @@ async function pipelineCounts(pool: Pool, sources: string[], since: Date) {
     pending: Number(r.pending),
     written: Number(r.written),
   };
-}
-
-/**
- * Records on the topics past the sink group's committed offsets. The sink commits only after the files
- * holding a batch are durable, so 0 means everything on the topics is in the lake.
- */
-async function groupBehind(admin: Admin, groupId: string, topics: string[]): Promise<number> {
-  let behind = 0;
-  try {
-    const existing = new Set(await admin.listTopics());
-    for (const topic of topics.filter((t) => existing.has(t))) {
-      const ends = await admin.fetchTopicOffsets(topic);
-      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-      for (const end of ends) {
-        const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
-        const done = BigInt(at === '-1' ? end.low : at);
-        if (done < BigInt(end.high)) behind += Number(BigInt(end.high) - done);
-      }
-    }
-  } catch (error) {
-    // A group coordinator that is loading or moving answers a retriable error: ask again next round.
-    if ((error as { retriable?: boolean }).retriable) return Number.POSITIVE_INFINITY;
-    throw error;
-  }
-  return behind;
 }
 
 /** The sink counts a batch just after committing it: read until two reads agree. */

@@ -20,8 +20,10 @@ export interface SinkOptions {
   logger: Logger;
   metrics: Registry;
   groupId: string;
-  /** Topic names, or a pattern matched against the topics that exist at start. */
+  /** Topic names, or a pattern: topics matching it are consumed, including those created later. */
   topics: string[] | RegExp;
+  /** With a pattern: how often to look for new matching topics (kafkajs resolves a pattern once). */
+  topicRefreshMs?: number;
   rotation: RotationPolicy;
   /** Sources whose events also merge into silver/<source>_latest (one row per entity key). */
   entitySources: ReadonlySet<string>;
@@ -32,6 +34,7 @@ export interface SinkOptions {
 }
 
 const BRONZE_WRITES_IN_FLIGHT = 8;
+const TOPIC_REFRESH_MS = 10_000;
 
 interface Rejected {
   message: KafkaMessage;
@@ -48,6 +51,13 @@ export class Sink {
   private readonly consumer: Consumer;
   private readonly producer: Producer;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  /** A look for new topics (and re-subscription) in progress, awaited by stop(). */
+  private refresh: Promise<void> | undefined;
+  /** Topics the consumer is subscribed to: those named, or those matching the pattern when last looked. */
+  private subscribed = new Set<string>();
+  private consuming = false;
+  private stopping = false;
   private running = false;
   /** Writer schemas by id (immutable in the registry). */
   private readonly types = new Map<number, avro.Type>();
@@ -127,17 +137,15 @@ export class Sink {
     }
     await this.producer.connect();
     await this.consumer.connect();
-    await this.consumer.subscribe({ topics: Array.isArray(topics) ? topics : [topics], fromBeginning: true });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       this.running = false;
       this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
     });
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.options.partitionsConcurrently,
-      eachBatch: (payload) => this.handleBatch(payload),
-    });
+    await this.consume();
+    if (!Array.isArray(topics)) {
+      this.refreshTimer = setInterval(() => this.findNewTopics(), this.options.topicRefreshMs ?? TOPIC_REFRESH_MS);
+      this.refreshTimer.unref();
+    }
     this.running = true;
     const day = 24 * 3600_000;
     if (this.options.dedupeRetentionDays > 0) {
@@ -146,8 +154,66 @@ export class Sink {
     }
   }
 
+  private async topicsToConsume(): Promise<string[]> {
+    const { kafka, topics } = this.options;
+    if (Array.isArray(topics)) return topics;
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      return (await admin.listTopics()).filter((t) => topics.test(t)).sort();
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Subscribes to the topics to consume (none yet is fine: a pattern waits for them) and runs. */
+  private async consume(): Promise<void> {
+    const topics = await this.topicsToConsume();
+    this.subscribed = new Set(topics);
+    if (topics.length === 0) {
+      this.options.logger.info({ pattern: String(this.options.topics) }, 'no topic matches yet; looking again');
+      return;
+    }
+    await this.consumer.subscribe({ topics, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.options.partitionsConcurrently,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+    this.consuming = true;
+  }
+
+  /**
+   * A new source's topic is created by the relay on its first event. kafkajs cannot add a topic to a
+   * running consumer, so the sink stops it (the batch in flight is written and committed first) and
+   * runs it again over every matching topic.
+   */
+  private findNewTopics(): void {
+    if (this.stopping || this.refresh) return;
+    this.refresh = this.resubscribeIfNew().finally(() => {
+      this.refresh = undefined;
+    });
+  }
+
+  private async resubscribeIfNew(): Promise<void> {
+    try {
+      const added = (await this.topicsToConsume()).filter((t) => !this.subscribed.has(t));
+      if (added.length === 0 || this.stopping) return;
+      this.options.logger.info({ added }, 'new topics; re-subscribing');
+      if (this.consuming) await this.consumer.stop();
+      this.consuming = false;
+      await this.consume();
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'looking for new topics failed; will retry');
+    }
+  }
+
   /** Waits for the batch in progress to be written and committed, then leaves the group. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.refreshTimer);
+    await this.refresh;
     clearInterval(this.expiryTimer);
     await this.consumer.disconnect();
     await this.producer.disconnect();

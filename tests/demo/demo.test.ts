@@ -27,7 +27,9 @@ function distinctDeliveries(total: number): number {
 }
 
 describe('conveyor demo', () => {
-  it('runs every stage end to end; verify finds nothing missing or duplicated; a second run adds nothing', async () => {
+  it('runs every stage end to end; verify finds nothing missing or duplicated; a second run adds nothing', {
+    timeout: 300_000,
+  }, async () => {
     const first = await demo(['--name', 'demotest', '--fresh']);
     const expected = SIZES.records + distinctDeliveries(SIZES.deliveries) + SIZES.ingest;
     expect(first.verify).toMatchObject({ missing: 0, duplicated: 0, extra: 0 });
@@ -48,7 +50,9 @@ describe('conveyor demo', () => {
     expect(second.output.unchanged).toBe(true);
   });
 
-  it('--chaos: the relay and the sink are killed with SIGKILL mid-stream, and verify still finds 0 missing, 0 duplicated', async () => {
+  it('--chaos: the relay and the sink are killed with SIGKILL mid-stream, and verify still finds 0 missing, 0 duplicated', {
+    timeout: 300_000,
+  }, async () => {
     const sizes = { ...SIZES, deliveries: 600 };
     const report = await demo(['--chaos', '--name', 'demochaos', '--chaos-kills', '1'], sizes);
     const kills = report.chaos?.kills.map((k) => k.service).sort();

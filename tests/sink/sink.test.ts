@@ -8,7 +8,7 @@ import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
 import { planReplay, readDlq, replay } from '../../services/sink/dlq.ts';
 import { isClean, verifyOutput } from '../../services/sink/verify.ts';
-import { testKafka, testPool } from '../helpers/real-stack.ts';
+import { testKafka, testPool, uniqueName } from '../helpers/real-stack.ts';
 import { startSink, TestSource, tempLake, waitForCommitted } from './stack.ts';
 
 const pool = testPool(10);
@@ -113,6 +113,30 @@ describe('sink', () => {
       ['bronze', 0, 0, 0],
       ['silver', 0, 0, 0],
     ]);
+  });
+
+  it('with a topic pattern, also consumes topics created after it started (a new source)', async () => {
+    const prefix = uniqueName('late');
+    const pattern = new RegExp(`^conveyor\\.${prefix}-`);
+    const lake = tempLake();
+    // Started before any topic matches: it waits, then finds each new topic and keeps the earlier ones.
+    const running = await startSink(kafka, pool, lake, pattern, { topicRefreshMs: 300 });
+    try {
+      const first = await new TestSource(kafka, pool, prefix).setup(2);
+      await first.publish(await first.accept(first.events(30)));
+      await waitForCommitted(kafka, running.groupId, [first.topic]);
+      const second = await new TestSource(kafka, pool, prefix).setup(2);
+      await second.publish(await second.accept(second.events(20)));
+      await first.publish(await first.accept(first.events(10, { from: 30 })));
+      await waitForCommitted(kafka, running.groupId, [first.topic, second.topic]);
+      const reports = await verifyOutput(pool, new LocalDirStorage(lake), { sources: [first.source, second.source] });
+      expect(reports.map((r) => [r.layer, r.accepted, r.missing, r.duplicated, r.extra])).toEqual([
+        ['bronze', 60, 0, 0, 0],
+        ['silver', 60, 0, 0, 0],
+      ]);
+    } finally {
+      await running.stop();
+    }
   });
 
   it('collapses duplicates (re-publications, repeats within a batch) and replaying from offset 0 changes nothing', async () => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { SchemaType } from '@kafkajs/confluent-schema-registry';
 import type { Kafka } from 'kafkajs';
 import { type Pool, withTransaction } from '../../libs/db/index.ts';
-import { ensureTopics, HEADER } from '../../libs/kafka/index.ts';
+import { ensureTopics, groupLag, HEADER } from '../../libs/kafka/index.ts';
 import { SilverWriter } from '../../libs/lake/silver.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
 import { createLogger, createMetrics, type Registry } from '../../libs/observability/index.ts';
@@ -128,7 +128,7 @@ export async function startSink(
   kafka: Kafka,
   pool: Pool,
   lake: string,
-  topics: string[],
+  topics: string[] | RegExp,
   options: Partial<SinkOptions> = {},
 ): Promise<RunningSink> {
   const storage = new LocalDirStorage(lake);
@@ -171,22 +171,7 @@ export async function waitForCommitted(kafka: Kafka, groupId: string, topics: st
   try {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      let behind = 0;
-      try {
-        for (const topic of topics) {
-          const ends = await admin.fetchTopicOffsets(topic);
-          const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-          for (const end of ends) {
-            const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
-            const done = BigInt(at === '-1' ? end.low : at);
-            if (done < BigInt(end.high)) behind += Number(BigInt(end.high) - done);
-          }
-        }
-      } catch (error) {
-        // On a young broker the group coordinator may still be loading or moving; ask again.
-        if (!(error as { retriable?: boolean }).retriable) throw error;
-        behind = -1;
-      }
+      const behind = await groupLag(admin, groupId, topics);
       if (behind === 0) return;
       if (Date.now() > deadline) throw new Error(`group ${groupId} is still ${behind} records behind`);
       await new Promise((r) => setTimeout(r, 200));

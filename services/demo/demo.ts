@@ -101,14 +101,13 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
   const admin = kafka.admin();
   await admin.connect();
 
-  if (options.fresh) {
+  const stale = options.fresh ? undefined : await staleState(databaseUrl, admin, topics, home, sourceList);
+  if (stale) progress.log(`${stale}: starting this demo fresh`);
+  if (options.fresh || stale) {
     progress.log(`fresh start: dropping database ${databaseUrl.pathname.slice(1)}, ${lakeDir}, topics and group`);
     await resetKafka(admin, topics, groupId);
     fs.rmSync(lakeDir, { recursive: true, force: true });
     await recreateDatabase(setting('DATABASE_URL'), `conveyor_${options.name}`);
-  } else {
-    await ensureDatabase(databaseUrl.toString());
-    await migrate({ url: databaseUrl.toString() });
   }
   // Created as the relay would create them, so the sink can subscribe before the first event is published.
   await ensureTopics(
@@ -441,12 +440,47 @@ function fingerprint(dir: string): { files: number; bytes: number; fingerprint: 
   return { files, bytes, fingerprint: hash.digest('hex').slice(0, 16) };
 }
 
-function readPrevious(home: string): string | undefined {
+function readPreviousReport(home: string): DemoReport | undefined {
   try {
-    const previous = JSON.parse(fs.readFileSync(path.join(home, 'last-report.json'), 'utf8')) as DemoReport;
-    return previous.output?.fingerprint;
+    return JSON.parse(fs.readFileSync(path.join(home, 'last-report.json'), 'utf8')) as DemoReport;
   } catch {
     return undefined;
+  }
+}
+
+function readPrevious(home: string): string | undefined {
+  return readPreviousReport(home)?.output?.fingerprint;
+}
+
+/**
+ * A demo's state lives in three places: its database (on the Postgres server, shared by checkouts),
+ * its topics (in the broker's data) and its lake (under CONVEYOR_HOME). When they no longer belong
+ * together — another checkout ran the demo, `stack down --purge` emptied Kafka, the lake was deleted —
+ * a run on top would report events as duplicates that are in no output. Says why, or undefined.
+ */
+async function staleState(
+  databaseUrl: URL,
+  admin: Admin,
+  topics: string[],
+  home: string,
+  sources: string[],
+): Promise<string | undefined> {
+  await ensureDatabase(databaseUrl.toString());
+  await migrate({ url: databaseUrl.toString() });
+  const pool = createPool({ url: databaseUrl.toString(), max: 1, applicationName: 'conveyor-demo' });
+  try {
+    const stored = await eventCount(pool, sources);
+    if (stored === 0) return undefined;
+    const previous = readPreviousReport(home);
+    if (previous?.totals?.events_in_postgres !== stored) {
+      return `database ${databaseUrl.pathname.slice(1)} holds ${stored} events that this checkout's demo (${home}) did not write`;
+    }
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t));
+    if (missing.length > 0) return `topics ${missing.join(', ')} are gone from Kafka (a purged or new stack)`;
+    return undefined;
+  } finally {
+    await pool.end();
   }
 }
 

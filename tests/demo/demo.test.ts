@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DemoReport } from '../../services/demo/demo.ts';
 import { githubDeliveries } from '../../services/demo/traffic.ts';
@@ -48,6 +50,13 @@ describe('conveyor demo', () => {
     expect(second.verify).toMatchObject({ missing: 0, duplicated: 0, extra: 0 });
     expect(second.output.fingerprint).toBe(first.output.fingerprint);
     expect(second.output.unchanged).toBe(true);
+
+    // The lake is gone (another checkout, a deleted folder) while the database still holds the events:
+    // the demo notices and starts fresh instead of reporting duplicates that are in no output.
+    fs.rmSync(path.dirname(first.output.dir), { recursive: true, force: true });
+    const third = await demo(['--name', 'demotest']);
+    expect(third.new_events).toBe(expected);
+    expect(third.verify).toMatchObject({ missing: 0, duplicated: 0, extra: 0 });
   });
 
   it('--chaos: the relay and the sink are killed with SIGKILL mid-stream, and verify still finds 0 missing, 0 duplicated', {

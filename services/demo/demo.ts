@@ -184,11 +184,16 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
     };
 
     const kills: Array<{ service: string; at: string }> = [];
+    // A killed service restarts in the background (a sink waits out its dead self's session before it
+    // gets partitions), so the drill goes on killing the other one meanwhile.
+    const restarting = new Map<ServiceProcess, Promise<void>>();
+    let restartFailure: Error | undefined;
     const deadline = Date.now() + options.timeoutMs;
     let lastKillAt = 0;
     for (;;) {
+      if (restartFailure) throw restartFailure;
       const s = await status();
-      if (s.caughtUp) break;
+      if (s.caughtUp && restarting.size === 0) break;
       if (Date.now() > deadline) {
         throw new Error(
           `the pipeline did not catch up within ${options.timeoutMs / 1000} s: ` +
@@ -197,13 +202,19 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
         );
       }
       if (options.chaosKills > 0 && Date.now() - lastKillAt > 1500) {
-        const victim = chaosVictim(services, options.chaosKills, { ...s, producing: !produced });
+        const victim = chaosVictim(services, options.chaosKills, { ...s, producing: !produced }, restarting);
         if (victim) {
           const at = `${s.published} published, ${s.written} written of ${s.acceptedThisRun} accepted`;
           progress.log(`chaos: kill -9 ${victim.name} (pid ${victim.pid}) at ${at}; restarting it`);
           await victim.kill9();
           kills.push({ service: victim.name, at });
-          await victim.start();
+          const restart = victim
+            .start()
+            .catch((error: Error) => {
+              restartFailure = error;
+            })
+            .finally(() => restarting.delete(victim));
+          restarting.set(victim, restart);
           lastKillAt = Date.now();
         }
       }
@@ -339,12 +350,14 @@ function chaosVictim(
   services: Services,
   kills: number,
   s: { producing: boolean; pending: number; written: number; acceptedThisRun: number },
+  restarting: ReadonlyMap<ServiceProcess, unknown>,
 ): ServiceProcess | undefined {
   if (s.acceptedThisRun === 0) return undefined;
-  const relayDue = services.relay.kills < kills && (s.producing || s.pending > 0);
-  const sinkDue = services.sink.kills < kills && (s.producing || s.written < s.acceptedThisRun);
-  if (relayDue && (!sinkDue || services.relay.kills <= services.sink.kills)) return services.relay;
-  return sinkDue ? services.sink : undefined;
+  const { relay, sink } = services;
+  const relayDue = relay.kills < kills && !restarting.has(relay) && (s.producing || s.pending > 0);
+  const sinkDue = sink.kills < kills && !restarting.has(sink) && (s.producing || s.written < s.acceptedThisRun);
+  if (relayDue && (!sinkDue || relay.kills <= sink.kills)) return relay;
+  return sinkDue ? sink : undefined;
 }
 
 async function resetKafka(admin: Admin, topics: string[], groupId: string): Promise<void> {

@@ -8,9 +8,16 @@ import type { StackPart } from './types.ts';
 const INFRA = path.resolve(import.meta.dirname, '../kafka');
 const LIB = path.join(INFRA, 'target/lib');
 
-/** Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding. */
-function newClusterId(): string {
-  return randomBytes(16).toString('base64url');
+/**
+ * Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding. One that starts with
+ * "-" would be read as an option by kafka-storage (1 start in 64 failed so); Kafka's own generator
+ * draws again in that case, and so does this.
+ */
+export function newClusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 function installed(): boolean {

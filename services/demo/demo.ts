@@ -338,7 +338,13 @@ async function startServices(
   const webhook = await make('webhook', 'WEBHOOK_PORT');
   const relay = await make('relay', 'RELAY_PORT');
   const sink = await make('sink', 'SINK_PORT');
-  await Promise.all([webhook.start(), relay.start(), sink.start()]);
+  const started = await Promise.allSettled([webhook.start(), relay.start(), sink.start()]);
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    // Leave nothing behind: the ones that did start are stopped before the error is reported.
+    await Promise.all([webhook, relay, sink].map((s) => s.stop()));
+    throw failed.reason;
+  }
   return { services: { webhook, relay, sink }, secret };
 }
 

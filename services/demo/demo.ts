@@ -228,7 +228,7 @@ export async function runDemo(options: DemoOptions, progress: DemoProgress, keep
     const layers = await verifyOutput(pool, new LocalDirStorage(lakeDir), { sources: sourceList });
     const after = await eventCount(pool, sourceList);
     const output = fingerprint(lakeDir);
-    const previous = readPrevious(home);
+    const previous = readPreviousReport(home)?.output?.fingerprint;
     const report: DemoReport = {
       demo: options.name,
       chaos: options.chaosKills > 0 ? { kills } : null,
@@ -465,10 +465,6 @@ function readPreviousReport(home: string): DemoReport | undefined {
   } catch {
     return undefined;
   }
-}
-
-function readPrevious(home: string): string | undefined {
-  return readPreviousReport(home)?.output?.fingerprint;
 }
 
 /**

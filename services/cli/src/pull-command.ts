@@ -4,7 +4,7 @@ import { portSetting, setting } from '../../../libs/config/index.ts';
 import { createPool } from '../../../libs/db/index.ts';
 import { createMetrics, startOpsServer } from '../../../libs/observability/index.ts';
 import { DefinitionError, loadDefinitions, type SourceDefinition } from '../../puller/definition.ts';
-import type { RunStats } from '../../puller/engine.ts';
+import type { PageProgress, RunStats } from '../../puller/engine.ts';
 import { newOwner } from '../../puller/lease.ts';
 import { PullMetrics } from '../../puller/metrics.ts';
 import { LeaseBusyError, pullOnce, runScheduler } from '../../puller/runner.ts';
@@ -75,15 +75,7 @@ export function registerPullCommand(program: Command): void {
           owner: newOwner(),
           leaseTtlMs: leaseSeconds * 1000,
           waitLeaseMs: waitLease * 1000,
-          onPage: (p: {
-            page: number;
-            url: string;
-            records: number;
-            accepted: number;
-            duplicates: number;
-            stale: number;
-            quarantined: number;
-          }) =>
+          onPage: (p: PageProgress) =>
             log(
               `page ${p.page}: ${p.records} records (${p.accepted} new, ${p.duplicates} dup, ${p.stale} stale, ${p.quarantined} quarantined) ${p.url}`,
             ),

@@ -17,6 +17,19 @@ export interface LayerReport {
 
 const EXAMPLES = 5;
 const keyOf = (source: string, eventId: string) => `${source}/${eventId}`;
+const idOrder = new Intl.Collator('en', { numeric: true }).compare;
+
+/** The first `n` ids in natural order ("x-2" before "x-10"), so reports read the same on every run. */
+function firstInOrder(ids: string[], n: number): string[] {
+  const first: string[] = [];
+  for (const id of ids) {
+    if (first.length === n && idOrder(id, first[n - 1]!) >= 0) continue;
+    first.push(id);
+    first.sort(idOrder);
+    if (first.length > n) first.pop();
+  }
+  return first;
+}
 
 /** Accepted events (raw_events), optionally of some sources only, as "source/event_id". */
 export async function acceptedEvents(db: Queryable, sources: string[]): Promise<Set<string>> {
@@ -49,9 +62,9 @@ function compare(layer: LayerReport['layer'], accepted: Set<string>, counts: Map
     duplicated: duplicated.length,
     extra: extra.length,
     examples: {
-      missing: missing.slice(0, EXAMPLES),
-      duplicated: duplicated.slice(0, EXAMPLES),
-      extra: extra.slice(0, EXAMPLES),
+      missing: firstInOrder(missing, EXAMPLES),
+      duplicated: firstInOrder(duplicated, EXAMPLES),
+      extra: firstInOrder(extra, EXAMPLES),
     },
   };
 }

@@ -20,7 +20,9 @@ COPY infra/simulator infra/simulator
 COPY infra/stack infra/stack
 COPY tsconfig.json ./
 
-RUN mkdir -p /data/lake && chown -R node:node /data
+# The CLI's bundle (.build/), made now: the app folder is not writable by the node user.
+RUN node services/cli/bin/conveyor.mjs --help > /dev/null \
+    && mkdir -p /data/lake && chown -R node:node /data
 USER node
 VOLUME ["/data"]
 

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
+import { projectPath } from '../../libs/config/index.ts';
 import { runOrThrow } from './processes.ts';
 import type { StackPart } from './types.ts';
 
-const INFRA = path.resolve(import.meta.dirname, '../kafka');
+const INFRA = projectPath('infra', 'kafka');
 const LIB = path.join(INFRA, 'target/lib');
 
 /**

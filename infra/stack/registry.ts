@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { projectPath } from '../../libs/config/index.ts';
 import { ensureDatabase } from '../../libs/db/index.ts';
 import { runOrThrow } from './processes.ts';
 import type { StackPart } from './types.ts';
 
-const INFRA = path.resolve(import.meta.dirname, '../registry');
+const INFRA = projectPath('infra', 'registry');
 const APP_DIR = path.join(INFRA, 'target/apicurio');
 /** Apicurio Registry serves Confluent's Schema Registry API under this path. */
 export const CCOMPAT_PATH = '/apis/ccompat/v7';

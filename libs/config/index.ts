@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -205,6 +206,28 @@ export function boolSetting(name: SettingName, env: NodeJS.ProcessEnv = process.
   if (['true', '1', 'yes'].includes(raw)) return true;
   if (['false', '0', 'no'].includes(raw)) return false;
   throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+let root: string | undefined;
+
+/**
+ * A path inside the Conveyor checkout (schemas, migrations, built-in sources, infra). Found by walking
+ * up to Conveyor's package.json, so it is the same from the TypeScript sources and from the CLI's
+ * bundle in .build/.
+ */
+export function projectPath(...parts: string[]): string {
+  if (root === undefined) {
+    let dir = import.meta.dirname;
+    for (;;) {
+      const manifest = path.join(dir, 'package.json');
+      if (fs.existsSync(manifest) && JSON.parse(fs.readFileSync(manifest, 'utf8')).name === 'conveyor') break;
+      const parent = path.dirname(dir);
+      if (parent === dir) throw new Error(`no Conveyor package.json above ${import.meta.dirname}`);
+      dir = parent;
+    }
+    root = dir;
+  }
+  return path.join(root, ...parts);
 }
 
 export function conveyorHome(env: NodeJS.ProcessEnv = process.env): string {

@@ -1,14 +1,13 @@
-import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
-import { redactUrl, setting } from '../config/index.ts';
+import { projectPath, redactUrl, setting } from '../config/index.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 /** Anything that can run a query: a pool, or a client inside a caller's transaction. */
 export type Queryable = Pick<pg.ClientBase, 'query'>;
 
-const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations', import.meta.url));
+const MIGRATIONS_DIR = projectPath('libs', 'db', 'migrations');
 
 export function databaseUrl(env: NodeJS.ProcessEnv = process.env): string {
   return setting('DATABASE_URL', env);

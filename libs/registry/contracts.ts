@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import avro from 'avsc';
+import { projectPath } from '../config/index.ts';
 
 /**
  * Data contracts kept as files: schemas/avro/envelope.avsc wraps every event; a source may declare a
@@ -8,7 +9,7 @@ import avro from 'avsc';
  * the envelope with its payload field typed by that record, or a JSON string when there is none.
  */
 
-export const DEFAULT_SCHEMAS_DIR = path.resolve(import.meta.dirname, '../../schemas/avro');
+export const DEFAULT_SCHEMAS_DIR = projectPath('schemas', 'avro');
 
 export interface TopicContract {
   source: string;

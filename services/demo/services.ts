@@ -2,10 +2,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { projectPath } from '../../libs/config/index.ts';
 
-const CLI = fileURLToPath(new URL('../cli/bin/conveyor.mjs', import.meta.url));
+const CLI = projectPath('services', 'cli', 'bin', 'conveyor.mjs');
 
 /** A free TCP port on 127.0.0.1, so the demo's services never collide with anything already running. */
 export function freePort(): Promise<number> {

@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { projectPath } from '../../libs/config/index.ts';
 
 /**
  * A REST source is a definition file (YAML or JSON), not code. This module loads and validates one,
@@ -397,7 +398,7 @@ export async function loadDefinitionFile(
   return parseDefinition(raw, file, env);
 }
 
-export const BUILT_IN_DIR = path.join(import.meta.dirname, 'sources');
+export const BUILT_IN_DIR = projectPath('services', 'puller', 'sources');
 
 /** Built-ins plus every *.yaml / *.yml / *.json in the user's folders. A name may be defined once. */
 export async function loadDefinitions(

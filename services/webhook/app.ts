@@ -1,6 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import underPressure from '@fastify/under-pressure';
 import Fastify, {
   type FastifyBaseLogger,
@@ -9,6 +8,7 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify';
+import { projectPath } from '../../libs/config/index.ts';
 import type { Pool, PoolClient } from '../../libs/db/index.ts';
 import { Counter, Histogram, type Logger, type Registry, registerOpsRoutes } from '../../libs/observability/index.ts';
 import { type AppendResult, appendEvents, type NewEvent, OutboxInputError } from '../../libs/outbox/index.ts';
@@ -40,7 +40,7 @@ export interface WebhookAppOptions {
 
 export const DRY_RUN_HEADER = 'x-conveyor-dry-run';
 const INGEST_SCHEMA = JSON.parse(
-  fs.readFileSync(path.resolve(import.meta.dirname, '../../schemas/contracts/ingest-event.schema.json'), 'utf8'),
+  fs.readFileSync(projectPath('schemas', 'contracts', 'ingest-event.schema.json'), 'utf8'),
 ) as Record<string, unknown>;
 /** Distinct source label values kept in metrics; /ingest sources come from clients and must not explode them. */
 const MAX_SOURCE_LABELS = 200;

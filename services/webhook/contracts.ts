@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
+import { projectPath } from '../../libs/config/index.ts';
 import { BadRequestError } from './body.ts';
 
 /**
@@ -10,7 +11,7 @@ import { BadRequestError } from './body.ts';
  * contract stops the service instead of failing requests, and requests never touch the disk.
  */
 
-export const DEFAULT_CONTRACTS_DIR = path.resolve(import.meta.dirname, '../../schemas/json');
+export const DEFAULT_CONTRACTS_DIR = projectPath('schemas', 'json');
 const SUFFIX = '.schema.json';
 
 export class PayloadContracts {

@@ -1,6 +1,14 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI directly: tsx compiles on load, so there is no build step to forget.
-import { register } from 'tsx/esm/api';
+import { freshBundle } from './bundle.mjs';
 
-register();
-await import('../src/main.ts');
+// Errors and stack traces name the TypeScript files (the bundle has a source map).
+process.setSourceMapsEnabled(true);
+const bundle = freshBundle();
+if (bundle) {
+  await import(bundle);
+} else {
+  // The install is read-only and has no bundle: compile on load instead.
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../src/main.ts');
+}

@@ -18,7 +18,8 @@ export interface LakeEvent {
   offset: string;
 }
 
-const DAY_MS = 86_400_000;
+export const DAY_MS = 86_400_000;
+export const HOUR_MS = 3_600_000;
 // Formatting a Date per field per event was a visible share of the sink's CPU; records of a batch
 // share a few days, so the day's text is computed once. Bounded: cleared when it grows.
 const dayText = new Map<number, string>();
@@ -39,7 +40,7 @@ const pad2 = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** HH (00-23) in UTC. */
 export function utcHour(ms: number): string {
-  return pad2(Math.floor((ms - Math.floor(ms / DAY_MS) * DAY_MS) / 3600_000));
+  return pad2(Math.floor((ms - Math.floor(ms / DAY_MS) * DAY_MS) / HOUR_MS));
 }
 
 /** The same text as `new Date(ms).toISOString()` for years 0000-9999 (the gate's range is 1970-9999). */
@@ -67,4 +68,16 @@ export function partitionValue(value: string): string {
 /** A file name that sorts by offset and is the same on every replay of the same records. */
 export function recordFileStem(topic: string, partition: number, firstOffset: string): string {
   return `${topic}+${partition}+${firstOffset.padStart(20, '0')}`;
+}
+
+/**
+ * The first offset in a file name made from recordFileStem (bronze `<stem>.jsonl`, silver
+ * `part-<stem>.parquet`) when the file belongs to that topic-partition; otherwise undefined.
+ */
+export function firstOffsetInName(name: string, topic: string, partition: number): bigint | undefined {
+  const stem = `${topic}+${partition}+`;
+  const at = name.lastIndexOf(stem);
+  if (at === -1) return undefined;
+  const digits = name.slice(at + stem.length, at + stem.length + 20);
+  return /^\d{20}$/.test(digits) ? BigInt(digits) : undefined;
 }

@@ -1,25 +1,35 @@
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
-import { type LakeEvent, partitionValue, recordFileStem, utcDate } from './event.ts';
+import type { BronzeFile } from './bronze.ts';
+import { partitionValue } from './event.ts';
 import type { LakeStorage } from './storage.ts';
 
 /**
- * Silver output: Parquet under silver/<dataset>/date=YYYY-MM-DD/, written by DuckDB's Parquet writer.
+ * Silver output: Parquet under silver/<dataset>/date=YYYY-MM-DD/, written by DuckDB's Parquet writer
+ * from the bronze files just made durable. DuckDB parses those JSON lines on its own thread, so the
+ * sink's event loop never copies a record into DuckDB (the appender took a tenth of its time).
  *
  * - Event datasets (silver/<source>/): one row per distinct event. Files are named like bronze's
  *   (topic, partition, first offset), so a replay rewrites the same files.
  * - Entity datasets (silver/<source>_latest/): one row per entity key, the version with the latest
  *   updated_at (ties: the greater event_id). A merge rewrites every affected date partition as one
  *   part-0.parquet, published atomically (the partition-overwrite pattern).
+ *
+ * `payload` is the bronze payload as DuckDB's JSON text: the same JSON value, minified (bronze keeps
+ * the bytes as sent).
  */
 
-const COLUMNS = `event_id VARCHAR, source VARCHAR, event_type VARCHAR, entity_key VARCHAR, event_time_ms BIGINT,
-  ingested_at_ms BIGINT, updated_at_ms BIGINT, payload VARCHAR, kafka_topic VARCHAR, kafka_partition INTEGER,
-  kafka_offset BIGINT, date VARCHAR`;
+/** How DuckDB reads a bronze line (libs/lake/bronze.ts writes them). */
+const BRONZE_COLUMNS = `{event_id: 'VARCHAR', source: 'VARCHAR', event_type: 'VARCHAR', entity_key: 'VARCHAR',
+  event_time: 'TIMESTAMP', ingested_at: 'TIMESTAMP', updated_at: 'TIMESTAMP', payload: 'JSON',
+  kafka: 'STRUCT(topic VARCHAR, "partition" INTEGER, "offset" BIGINT)'}`;
+
+// DuckDB's JSON reader buffers twice this much per file; its 16 MiB default then needs a 32 MiB buffer.
+// A bronze line is one Kafka record (the relay keeps those under 1 MiB) plus a small envelope.
+const MAX_LINE_BYTES = 4 * 1024 * 1024;
 
 /** The stored row: timestamps as TIMESTAMP (UTC), the partition date only in the path. */
-const PROJECTION = `event_id, source, event_type, entity_key, epoch_ms(event_time_ms) AS event_time,
-  epoch_ms(ingested_at_ms) AS ingested_at, epoch_ms(updated_at_ms) AS updated_at, payload, kafka_topic,
-  kafka_partition, kafka_offset`;
+const COLUMN_NAMES = `event_id, source, event_type, entity_key, event_time, ingested_at, updated_at, payload,
+  kafka_topic, kafka_partition, kafka_offset`;
 
 // Snappy: read by every Parquet reader (hyparquet, Spark, Athena) without optional codecs.
 const PARQUET = '(FORMAT parquet, COMPRESSION snappy)';
@@ -37,7 +47,8 @@ function sqlString(value: string): string {
 }
 
 export interface SilverWrite {
-  files: number;
+  /** Keys of the files written. */
+  keys: string[];
   bytes: number;
 }
 
@@ -68,25 +79,13 @@ export class SilverWriter {
     return run;
   }
 
-  private async load(events: LakeEvent[]): Promise<void> {
-    await this.db.run(`CREATE OR REPLACE TABLE incoming (${COLUMNS})`);
-    const appender = await this.db.createAppender('incoming');
-    for (const e of events) {
-      appender.appendVarchar(e.eventId);
-      appender.appendVarchar(e.source);
-      appender.appendVarchar(e.eventType);
-      appender.appendVarchar(e.entityKey);
-      appender.appendBigInt(BigInt(e.eventTime));
-      appender.appendBigInt(BigInt(e.ingestedAt));
-      appender.appendBigInt(BigInt(e.updatedAt));
-      appender.appendVarchar(e.payload);
-      appender.appendVarchar(e.topic);
-      appender.appendInteger(e.partition);
-      appender.appendBigInt(BigInt(e.offset));
-      appender.appendVarchar(utcDate(e.eventTime));
-      appender.endRow();
-    }
-    appender.closeSync();
+  /** The rows of durable bronze files, as silver columns. */
+  private bronzeRows(files: BronzeFile[]): string {
+    const paths = files.map((f) => sqlString(this.localPathOf(f.key)));
+    return `SELECT event_id, source, event_type, entity_key, event_time, ingested_at, updated_at,
+        payload::VARCHAR AS payload, kafka.topic AS kafka_topic, kafka.partition AS kafka_partition, kafka.offset AS kafka_offset
+      FROM read_json([${paths.join(', ')}], format = 'newline_delimited', columns = ${BRONZE_COLUMNS},
+        maximum_object_size = ${MAX_LINE_BYTES})`;
   }
 
   private async copyTo(key: string, select: string): Promise<number> {
@@ -95,81 +94,81 @@ export class SilverWriter {
     });
   }
 
-  /** Events of one topic-partition (offset order, already deduped) into their date partitions. */
-  writeEvents(events: LakeEvent[]): Promise<SilverWrite> {
+  /**
+   * The events of one topic-partition batch (deduped, already in these durable bronze files) into
+   * their date partitions: one silver file per source and event date, named after its first record.
+   */
+  writeEvents(files: BronzeFile[]): Promise<SilverWrite> {
     return this.serial(async () => {
-      const firsts = new Map<string, LakeEvent>();
-      for (const e of events) {
-        const key = `${e.source}\u0000${utcDate(e.eventTime)}`;
-        if (!firsts.has(key)) firsts.set(key, e);
+      const groups = new Map<string, BronzeFile[]>();
+      for (const f of files) {
+        const key = `${f.source}\u0000${f.eventDate}`;
+        const group = groups.get(key);
+        if (group) group.push(f);
+        else groups.set(key, [f]);
       }
-      if (firsts.size === 0) return { files: 0, bytes: 0 };
-      await this.load(events);
       let bytes = 0;
-      for (const first of firsts.values()) {
-        const date = utcDate(first.eventTime);
-        const key = `silver/${eventDataset(first.source)}/date=${date}/part-${recordFileStem(first.topic, first.partition, first.offset)}.parquet`;
-        bytes += await this.copyTo(
-          key,
-          `SELECT ${PROJECTION} FROM incoming WHERE source = ${sqlString(first.source)} AND date = '${date}' ORDER BY kafka_offset`,
-        );
+      const keys: string[] = [];
+      for (const group of groups.values()) {
+        // Bronze files come in offset order, so the group's first file holds its first record.
+        const { source, eventDate, stem } = group[0]!;
+        const key = `silver/${eventDataset(source)}/date=${eventDate}/part-${stem}.parquet`;
+        bytes += await this.copyTo(key, `${this.bronzeRows(group)} ORDER BY kafka_offset`);
+        keys.push(key);
       }
-      await this.db.run('DROP TABLE incoming');
-      return { files: firsts.size, bytes };
+      return { keys, bytes };
     });
   }
 
   /**
-   * Merges versions of entities into silver/<source>_latest/. The caller holds the dataset's lock
-   * (several sinks may merge into one dataset). Existing rows of the incoming keys are found in every
-   * date partition, because a newer version may move an entity to another date.
+   * Merges the versions in one source's bronze files into silver/<source>_latest/. The caller holds
+   * the dataset's lock (several sinks may merge into one dataset). Existing rows of the incoming keys
+   * are found in every date partition, because a newer version may move an entity to another date.
    */
-  mergeEntities(source: string, events: LakeEvent[]): Promise<SilverWrite> {
+  mergeEntities(source: string, files: BronzeFile[]): Promise<SilverWrite> {
     return this.serial(async () => {
-      if (events.length === 0) return { files: 0, bytes: 0 };
+      if (files.length === 0) return { keys: [], bytes: 0 };
       const dataset = `silver/${entityDataset(source)}`;
-      const files = (await this.storage.list(dataset)).filter((k) => k.endsWith('.parquet'));
-      await this.load(events);
-      const paths = files.map((k) => sqlString(this.localPathOf(k)));
+      const current = (await this.storage.list(dataset)).filter((k) => k.endsWith('.parquet'));
+      await this.db.run(`CREATE OR REPLACE TABLE incoming AS
+        SELECT ${COLUMN_NAMES}, strftime(event_time, '%Y-%m-%d') AS date FROM (${this.bronzeRows(files)})`);
       const existing =
-        paths.length === 0
-          ? `SELECT * FROM incoming WHERE false`
-          : `SELECT * EXCLUDE (filename, event_time, ingested_at, updated_at),
-               epoch_ms(event_time) AS event_time_ms, epoch_ms(ingested_at) AS ingested_at_ms,
-               epoch_ms(updated_at) AS updated_at_ms, regexp_extract(filename, 'date=([0-9-]+)', 1) AS date
-             FROM read_parquet([${paths.join(', ')}], filename = true)`;
-      await this.db.run(`CREATE OR REPLACE TABLE existing AS SELECT ${COLUMN_NAMES} FROM (${existing})`);
+        current.length === 0
+          ? 'SELECT * FROM incoming WHERE false'
+          : `SELECT ${COLUMN_NAMES}, regexp_extract(filename, 'date=([0-9-]+)', 1) AS date
+             FROM read_parquet([${current.map((k) => sqlString(this.localPathOf(k))).join(', ')}], filename = true)`;
+      await this.db.run(`CREATE OR REPLACE TABLE existing AS ${existing}`);
       await this.db.run(`CREATE OR REPLACE TABLE winners AS
-        SELECT ${COLUMN_NAMES} FROM (
+        SELECT * FROM (
           SELECT * FROM existing WHERE entity_key IN (SELECT entity_key FROM incoming)
           UNION ALL SELECT * FROM incoming)
-        QUALIFY row_number() OVER (PARTITION BY entity_key ORDER BY updated_at_ms DESC, event_id DESC) = 1`);
+        QUALIFY row_number() OVER (PARTITION BY entity_key ORDER BY updated_at DESC, event_id DESC) = 1`);
       const affected = await this.db.runAndReadAll(`
         SELECT DISTINCT date FROM existing WHERE entity_key IN (SELECT entity_key FROM incoming)
         UNION SELECT DISTINCT date FROM winners ORDER BY date`);
       let bytes = 0;
-      let written = 0;
+      const keys: string[] = [];
       for (const [date] of affected.getRowsJS() as [string][]) {
         const key = `${dataset}/date=${date}/part-0.parquet`;
-        const rows = `SELECT ${COLUMN_NAMES} FROM existing WHERE date = '${date}'
+        const rows = `SELECT * FROM existing WHERE date = '${date}'
             AND entity_key NOT IN (SELECT entity_key FROM winners)
-          UNION ALL SELECT ${COLUMN_NAMES} FROM winners WHERE date = '${date}'`;
+          UNION ALL SELECT * FROM winners WHERE date = '${date}'`;
         const count = await this.db.runAndReadAll(`SELECT count(*)::INTEGER FROM (${rows})`);
         if (count.getRowsJS()[0]?.[0] === 0) {
           await this.storage.remove(key);
           continue;
         }
-        bytes += await this.copyTo(key, `SELECT ${PROJECTION} FROM (${rows}) ORDER BY entity_key`);
-        written += 1;
+        bytes += await this.copyTo(key, `SELECT ${COLUMN_NAMES} FROM (${rows}) ORDER BY entity_key`);
+        keys.push(key);
       }
       await this.db.run('DROP TABLE incoming; DROP TABLE existing; DROP TABLE winners');
-      return { files: written, bytes };
+      return { keys, bytes };
     });
   }
 
   private localPathOf(key: string): string {
     const local = this.storage.localPath(key);
-    if (!local) throw new Error(`silver merge needs local files; ${key} has no local path`);
+    if (!local) throw new Error(`the silver writer reads local files; ${key} has no local path`);
     return local;
   }
 
@@ -178,6 +177,3 @@ export class SilverWriter {
     this.instance.closeSync();
   }
 }
-
-const COLUMN_NAMES = `event_id, source, event_type, entity_key, event_time_ms, ingested_at_ms, updated_at_ms, payload,
-  kafka_topic, kafka_partition, kafka_offset, date`;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -119,18 +119,18 @@ export class LocalDirStorage implements LakeStorage {
 
   async list(prefix: string): Promise<string[]> {
     const base = prefix === '' ? this.root : this.resolve(prefix.replace(/\/+$/, ''));
-    let entries: string[];
+    let entries: Dirent[];
     try {
-      entries = await fs.readdir(base, { recursive: true });
+      // Entry types come with the listing: no stat per file (the sink lists the folders it writes).
+      entries = await fs.readdir(base, { recursive: true, withFileTypes: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
     }
     const keys: string[] = [];
     for (const entry of entries) {
-      if (path.basename(entry).includes(SCRATCH_MARK)) continue;
-      const full = path.join(base, entry);
-      if ((await fs.stat(full)).isFile()) keys.push(path.relative(this.root, full).split(path.sep).join('/'));
+      if (!entry.isFile() || entry.name.includes(SCRATCH_MARK)) continue;
+      keys.push(path.relative(this.root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/'));
     }
     return keys.sort();
   }

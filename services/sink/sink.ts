@@ -2,8 +2,8 @@ import type avro from 'avsc';
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { type Pool, withTransaction } from '../../libs/db/index.ts';
 import { DLQ_HEADER, DLQ_TOPIC, ensureTopics } from '../../libs/kafka/index.ts';
-import { type BronzeFile, bronzeFiles, type RotationPolicy } from '../../libs/lake/bronze.ts';
-import type { LakeEvent } from '../../libs/lake/event.ts';
+import { type BronzeFile, bronzeUnits, type RotationPolicy } from '../../libs/lake/bronze.ts';
+import { firstOffsetInName, type LakeEvent } from '../../libs/lake/event.ts';
 import type { SilverWriter } from '../../libs/lake/silver.ts';
 import type { LakeStorage } from '../../libs/lake/storage.ts';
 import { Counter, Gauge, Histogram, type Logger, type Registry } from '../../libs/observability/index.ts';
@@ -61,6 +61,12 @@ export class Sink {
   private running = false;
   /** Writer schemas by id (immutable in the registry). */
   private readonly types = new Map<number, avro.Type>();
+  /**
+   * Per folder and topic-partition: files already there when this sink first wrote the folder since
+   * it was given the partition, by first offset (see removeSuperseded). Forgotten on a rebalance and
+   * when a batch fails, since either may leave files this list does not know.
+   */
+  private readonly earlierFiles = new Map<string, Map<string, bigint>>();
   private readonly m;
 
   constructor(private readonly options: SinkOptions) {
@@ -137,6 +143,7 @@ export class Sink {
     }
     await this.producer.connect();
     await this.consumer.connect();
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.earlierFiles.clear());
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       this.running = false;
       this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
@@ -229,7 +236,20 @@ export class Sink {
     }
   }
 
-  private async handleBatch({ batch, resolveOffset, heartbeat, isStale }: EachBatchPayload): Promise<void> {
+  private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    try {
+      await this.processBatch(payload);
+    } catch (error) {
+      // The retry may cut its batches elsewhere: this attempt's files must be looked for again.
+      const { topic, partition } = payload.batch;
+      for (const key of [...this.earlierFiles.keys()]) {
+        if (key.endsWith(`\u0000${topic}+${partition}`)) this.earlierFiles.delete(key);
+      }
+      throw error;
+    }
+  }
+
+  private async processBatch({ batch, resolveOffset, heartbeat, isStale }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
     const started = process.hrtime.bigint();
     const next = (BigInt(batch.lastOffset()) + 1n).toString();
@@ -239,12 +259,26 @@ export class Sink {
     // Let the claim statement reach Postgres, then build the files while it runs: usually every
     // record is new, and the files built from all of them are the ones to write.
     await new Promise(setImmediate);
-    const speculative = bronzeFiles(events, this.options.rotation);
+    const speculative = bronzeUnits(events, this.options.rotation);
     const { kept, duplicates } = await claim;
-    await this.write(kept, kept.length === events.length ? speculative : undefined);
-    // After a rebalance this partition belongs to another member: leave the commit to it.
-    if (isStale()) return;
-    await this.consumer.commitOffsets([{ topic, partition, offset: next }]);
+    const built = kept.length === events.length ? speculative : bronzeUnits(kept, this.options.rotation);
+    // Usually one unit (none when nothing is kept: the offsets are still committed). Where a file
+    // rotates inside the batch, the records before it are committed first (see bronzeUnits: that keeps
+    // file names the same on any replay).
+    const units = built.length > 0 ? built : [{ files: [], events: 0 }];
+    let written = 0;
+    let from = BigInt(batch.firstOffset() ?? next);
+    for (const [i, unit] of units.entries()) {
+      const last = i === units.length - 1;
+      const offset = last ? next : kept[written + unit.events]!.offset;
+      await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
+      written += unit.events;
+      from = BigInt(offset);
+      // After a rebalance this partition belongs to another member: leave the commit to it.
+      if (isStale()) return;
+      await this.consumer.commitOffsets([{ topic, partition, offset }]);
+      await heartbeat();
+    }
     resolveOffset(batch.lastOffset());
     await heartbeat();
 
@@ -331,29 +365,28 @@ export class Sink {
     for (const { rejection } of rejected) this.m.dlq.inc({ reason: rejection.reason });
   }
 
-  private async write(kept: LakeEvent[], prebuilt: BronzeFile[] | undefined): Promise<void> {
-    if (kept.length === 0) return;
-    const { storage, silver, rotation, entitySources, pool } = this.options;
-    const files = prebuilt ?? bronzeFiles(kept, rotation);
-    const bronze = async () => {
-      for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
-        await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
-      }
-    };
-    // Independent files, all durable before the commit: DuckDB writes silver while bronze fsyncs.
-    const [, events] = await Promise.all([bronze(), silver.writeEvents(kept)]);
+  /** Writes a commit unit's files durably; `range` is the offsets the unit's commit will cover. */
+  private async write(files: BronzeFile[], range: OffsetRange): Promise<void> {
+    if (files.length === 0) return;
+    const { storage, silver, entitySources, pool } = this.options;
+    for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
+      await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
+    }
     this.m.bytes.inc(
       { layer: 'bronze' },
       files.reduce((sum, f) => sum + f.body.length, 0),
     );
+    // Silver is made from the durable bronze files (DuckDB reads them on its own thread).
+    const events = await silver.writeEvents(files);
     this.m.bytes.inc({ layer: 'silver' }, events.bytes);
+    await this.removeSuperseded([...files.map((f) => f.key), ...events.keys], range);
 
-    const bySource = new Map<string, LakeEvent[]>();
-    for (const e of kept) {
-      if (!entitySources.has(e.source)) continue;
-      const list = bySource.get(e.source) ?? [];
-      list.push(e);
-      bySource.set(e.source, list);
+    const bySource = new Map<string, BronzeFile[]>();
+    for (const f of files) {
+      if (!entitySources.has(f.source)) continue;
+      const list = bySource.get(f.source) ?? [];
+      list.push(f);
+      bySource.set(f.source, list);
     }
     for (const [source, list] of bySource) {
       // Sinks on other machines merge into the same dataset: one merge at a time per dataset.
@@ -364,4 +397,44 @@ export class Sink {
       this.m.bytes.inc({ layer: 'silver' }, merged.bytes);
     }
   }
+
+  /**
+   * A file of this topic-partition, in a folder just written, whose first record lies in the offsets
+   * this unit covers, and that the unit did not write, is left from an earlier attempt that cut its
+   * batches elsewhere (a crash, another fetch size, a replay from offset 0): those records are now in
+   * the unit's files, so it goes. Every such file is removed by the unit holding its first record,
+   * before that unit commits; so a replay, however batched, converges on one copy of each record.
+   * Only files older than this sink's hold on the partition can be such leftovers, so each folder is
+   * listed once per hold, not once per unit.
+   */
+  private async removeSuperseded(written: string[], { topic, partition, from, to }: OffsetRange): Promise<void> {
+    const { storage } = this.options;
+    const keep = new Set(written);
+    const folders = new Set(written.map((k) => k.slice(0, k.lastIndexOf('/'))));
+    for (const folder of folders) {
+      const cacheKey = `${folder}\u0000${topic}+${partition}`;
+      let earlier = this.earlierFiles.get(cacheKey);
+      if (earlier === undefined) {
+        earlier = new Map();
+        for (const key of await storage.list(folder)) {
+          if (keep.has(key) || key.lastIndexOf('/') !== folder.length) continue;
+          const first = firstOffsetInName(key.slice(folder.length + 1), topic, partition);
+          if (first !== undefined && first >= from) earlier.set(key, first);
+        }
+        this.earlierFiles.set(cacheKey, earlier);
+      }
+      for (const [key, first] of earlier) {
+        if (first < from || first > to || keep.has(key)) continue;
+        await storage.remove(key);
+        earlier.delete(key);
+      }
+    }
+  }
+}
+
+interface OffsetRange {
+  topic: string;
+  partition: number;
+  from: bigint;
+  to: bigint;
 }

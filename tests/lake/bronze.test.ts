@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bronzeFiles } from '../../libs/lake/bronze.ts';
+import { type BronzeFile, bronzeUnits, type RotationPolicy } from '../../libs/lake/bronze.ts';
 import { type LakeEvent, utcDate, utcHour, utcIso } from '../../libs/lake/event.ts';
 
 const HOUR = 3600_000;
@@ -25,6 +25,9 @@ function event(offset: number, over: Partial<LakeEvent> = {}): LakeEvent {
 
 const policy = { maxRecords: 3, maxBytes: 1 << 20, maxSpanMs: HOUR };
 
+const bronzeFiles = (events: LakeEvent[], rotation: RotationPolicy): BronzeFile[] =>
+  bronzeUnits(events, rotation).flatMap((u) => u.files);
+
 describe('bronze files', () => {
   it('uses the seed-004 layout, escapes partition values and names files by topic, partition and first offset', () => {
     const [file] = bronzeFiles([event(7)], policy);
@@ -33,9 +36,13 @@ describe('bronze files', () => {
     );
     expect(JSON.parse(file!.body.toString())).toMatchObject({
       event_id: 'e7',
+      updated_at: '2026-03-01T10:00:00.000Z',
       payload: { a: 1 },
       kafka: { offset: 7 },
     });
+    // The payload is embedded byte for byte, whitespace included.
+    const [spaced] = bronzeFiles([event(8, { payload: '{ "a" : 1.50 }' })], policy);
+    expect(spaced!.body.toString()).toContain('"payload":{ "a" : 1.50 },');
   });
 
   it('rotates by record count and by record time, never by the clock, so the same records give the same files', () => {
@@ -49,6 +56,22 @@ describe('bronze files', () => {
       ['6', 1],
     ]);
     expect(bronzeFiles(events, { ...policy, maxSpanMs: HOUR / 2 })).toEqual(files);
+  });
+
+  it("ends every folder's file where one rotates, so each commit unit has one file per folder", () => {
+    // Two folders (event types), interleaved; "a" reaches 3 records at offset 4.
+    const events = [0, 1, 2, 3, 4, 5, 6].map((o) => event(o, { eventType: o % 2 ? 'b' : 'a' }));
+    const units = bronzeUnits(events, policy);
+    expect(units.map((u) => [u.events, u.files.map((f) => [f.key.split('/')[2], f.firstOffset, f.records])])).toEqual([
+      [
+        6,
+        [
+          ['event_type=a', '0', 3],
+          ['event_type=b', '1', 3],
+        ],
+      ],
+      [1, [['event_type=a', '6', 1]]],
+    ]);
   });
 
   it('rotates by bytes', () => {

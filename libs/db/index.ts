@@ -21,6 +21,22 @@ export function createPool(options: { url?: string; max?: number; applicationNam
   });
 }
 
+const NEEDS_ESCAPE = /["\\]/;
+
+/**
+ * A Postgres array literal of text values, every element quoted (so commas, braces, spaces and the
+ * word NULL are plain text), for a `$n::text[]` (or `::bigint[]`) parameter. node-postgres builds the
+ * same literal by concatenation with two regex replaces per element: for the sink's batches of
+ * thousands of ids that was 650 bytes of garbage per id.
+ */
+export function arrayLiteral(values: readonly string[]): string {
+  if (values.length === 0) return '{}';
+  const escaped = values.some((v) => NEEDS_ESCAPE.test(v))
+    ? values.map((v) => v.replaceAll('\\', '\\\\').replaceAll('"', '\\"'))
+    : values;
+  return `{"${escaped.join('","')}"}`;
+}
+
 /** Runs `work` in one transaction on a pooled client; rolls back on any error. */
 export async function withTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();

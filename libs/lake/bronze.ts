@@ -1,4 +1,5 @@
-import { DAY_MS, HOUR_MS, type LakeEvent, partitionValue, recordFileStem, utcDate, utcHour, utcIso } from './event.ts';
+import { DAY_MS, HOUR_MS, type LakeEvent, partitionValue, recordFileStem, utcDate, utcHour } from './event.ts';
+import { ByteChunks, JsonLine, jsonStringBound } from './json-bytes.ts';
 
 /** When a bronze file closes and the next one starts (all judged on record data, never the clock). */
 export interface RotationPolicy {
@@ -10,8 +11,9 @@ export interface RotationPolicy {
 
 export interface BronzeFile {
   key: string;
-  /** UTF-8 JSON lines, built as bytes: no intermediate string of the whole file. */
-  body: Buffer;
+  /** UTF-8 JSON lines, in chunks (written as bytes: no string per line or per value). */
+  chunks: Buffer[];
+  bytes: number;
   records: number;
   firstOffset: string;
   /** What the silver writer groups by: a silver file holds the bronze files of one source and date. */
@@ -32,34 +34,77 @@ export function bronzeDir(event: LakeEvent): string {
   ].join('/');
 }
 
+// Field names and punctuation of a bronze line (see writeLine).
+const FIELDS = [
+  '{"event_id":',
+  ',"source":',
+  ',"event_type":',
+  ',"entity_key":',
+  ',"event_time":',
+  ',"ingested_at":',
+  ',"updated_at":',
+  ',"payload":',
+  ',"lineage":{',
+  '},"kafka":{"topic":',
+  ',"partition":',
+  ',"offset":',
+  '}}\n',
+] as const;
+const FIXED_BYTES = FIELDS.reduce((sum, f) => sum + f.length, 0) + 3 * 26 + 11 + 20;
+
+/** At most how many bytes writeLine writes for `event`. */
+function lineBound(event: LakeEvent): number {
+  let bound = FIXED_BYTES + jsonStringBound(event.eventId) + jsonStringBound(event.source);
+  bound += jsonStringBound(event.eventType) + jsonStringBound(event.entityKey) + jsonStringBound(event.topic);
+  bound += event.payload.length * 3;
+  for (const key in event.lineage) bound += jsonStringBound(key) + jsonStringBound(event.lineage[key]!) + 2;
+  return bound;
+}
+
 /**
- * A JSON line is written as three pieces: the envelope up to `"payload":`, the payload text as is (so
- * bronze keeps the bytes that were sent), and the rest. Never joining them into one string saved a
- * copy of every payload (and the garbage) per record. updated_at is the version time the gate derived
- * (payload.updated_at, else event_time).
+ * One JSON line: the envelope, the payload text as is (bronze keeps the bytes that were sent), the
+ * lineage and the Kafka position. updated_at is the version time the gate derived (payload.updated_at,
+ * else event_time).
  */
-function lineHead(event: LakeEvent): string {
-  return (
-    `{"event_id":${JSON.stringify(event.eventId)},"source":${JSON.stringify(event.source)},` +
-    `"event_type":${JSON.stringify(event.eventType)},"entity_key":${JSON.stringify(event.entityKey)},` +
-    `"event_time":"${utcIso(event.eventTime)}","ingested_at":"${utcIso(event.ingestedAt)}",` +
-    `"updated_at":"${utcIso(event.updatedAt)}","payload":`
-  );
+function writeLine(line: JsonLine, event: LakeEvent): void {
+  line.start(lineBound(event));
+  line.ascii(FIELDS[0]);
+  line.string(event.eventId);
+  line.ascii(FIELDS[1]);
+  line.string(event.source);
+  line.ascii(FIELDS[2]);
+  line.string(event.eventType);
+  line.ascii(FIELDS[3]);
+  line.string(event.entityKey);
+  line.ascii(FIELDS[4]);
+  line.isoTime(event.eventTime);
+  line.ascii(FIELDS[5]);
+  line.isoTime(event.ingestedAt);
+  line.ascii(FIELDS[6]);
+  line.isoTime(event.updatedAt);
+  line.ascii(FIELDS[7]);
+  line.utf8(event.payload);
+  line.ascii(FIELDS[8]);
+  let first = true;
+  for (const key in event.lineage) {
+    if (!first) line.ascii(',');
+    first = false;
+    line.string(key);
+    line.ascii(':');
+    line.string(event.lineage[key]!);
+  }
+  line.ascii(FIELDS[9]);
+  line.string(event.topic);
+  line.ascii(FIELDS[10]);
+  line.ascii(String(event.partition));
+  line.ascii(FIELDS[11]);
+  line.ascii(event.offset);
+  line.ascii(FIELDS[12]);
 }
 
-function lineTail(event: LakeEvent, kafkaPrefix: string): string {
-  return `,"lineage":${JSON.stringify(event.lineage)},${kafkaPrefix}${event.offset}}}\n`;
-}
-
-function kafkaPrefixOf(event: LakeEvent): string {
-  return `"kafka":{"topic":${JSON.stringify(event.topic)},"partition":${event.partition},"offset":`;
-}
-
-interface PendingFile extends Omit<BronzeFile, 'body' | 'records'> {
-  /** head, payload, tail of each line in turn. */
-  pieces: string[];
+interface PendingFile extends Omit<BronzeFile, 'chunks' | 'bytes' | 'records'> {
+  lines: ByteChunks;
   records: number;
-  bytes: number;
   firstTime: number;
 }
 
@@ -71,12 +116,7 @@ export interface BronzeUnit {
 }
 
 function finish(files: PendingFile[]): BronzeFile[] {
-  return files.map(({ pieces, bytes, firstTime: _, ...file }) => {
-    const body = Buffer.allocUnsafe(bytes);
-    let at = 0;
-    for (const piece of pieces) at += body.write(piece, at);
-    return { ...file, body };
-  });
+  return files.map(({ lines, firstTime: _, ...file }) => ({ ...file, chunks: lines.toChunks(), bytes: lines.length }));
 }
 
 /**
@@ -95,8 +135,7 @@ export function bronzeUnits(events: LakeEvent[], policy: RotationPolicy): Bronze
   let unitEvents = 0;
   // A batch has few folders: the folder of a (source, type, day, ingest hour) is worked out once.
   const dirs = new Map<string, string>();
-  let kafkaPrefix = '';
-  let prefixOf = '';
+  const line = new JsonLine();
   for (const event of events) {
     const folderKey = `${event.source}\u0000${event.eventType}\u0000${Math.floor(event.eventTime / DAY_MS)}\u0000${Math.floor(event.ingestedAt / HOUR_MS)}`;
     let dir = dirs.get(folderKey);
@@ -104,19 +143,12 @@ export function bronzeUnits(events: LakeEvent[], policy: RotationPolicy): Bronze
       dir = bronzeDir(event);
       dirs.set(folderKey, dir);
     }
-    const positionKey = `${event.topic}+${event.partition}`;
-    if (positionKey !== prefixOf) {
-      kafkaPrefix = kafkaPrefixOf(event);
-      prefixOf = positionKey;
-    }
-    const head = lineHead(event);
-    const tail = lineTail(event, kafkaPrefix);
-    const bytes = Buffer.byteLength(head) + Buffer.byteLength(event.payload) + Buffer.byteLength(tail);
+    writeLine(line, event);
     let current = open.get(dir);
     if (
       current &&
       (current.records >= policy.maxRecords ||
-        current.bytes + bytes > policy.maxBytes ||
+        current.lines.length + line.length > policy.maxBytes ||
         event.ingestedAt - current.firstTime >= policy.maxSpanMs)
     ) {
       units.push({ files: finish(pending), events: unitEvents });
@@ -133,17 +165,15 @@ export function bronzeUnits(events: LakeEvent[], policy: RotationPolicy): Bronze
         source: event.source,
         eventDate: utcDate(event.eventTime),
         stem,
-        pieces: [],
+        lines: new ByteChunks(),
         records: 0,
-        bytes: 0,
         firstTime: event.ingestedAt,
       };
       pending.push(current);
       open.set(dir, current);
     }
-    current.pieces.push(head, event.payload, tail);
+    line.copyTo(current.lines);
     current.records += 1;
-    current.bytes += bytes;
     unitEvents += 1;
   }
   if (pending.length > 0) units.push({ files: finish(pending), events: unitEvents });

@@ -9,8 +9,8 @@ import type { Readable } from 'node:stream';
  * new one, never a part. Paths are relative, '/'-separated keys, so an S3 implementation can follow.
  */
 export interface LakeStorage {
-  /** Durably replaces (or creates) the object at `key` with `data`. */
-  put(key: string, data: Buffer | string): Promise<void>;
+  /** Durably replaces (or creates) the object at `key` with `data` (chunks: their bytes in order). */
+  put(key: string, data: Buffer | string | readonly Buffer[]): Promise<void>;
   /**
    * Gives `produce` a local scratch path to write to (e.g. DuckDB's COPY ... TO), then publishes that
    * file durably at `key`. Returns its size in bytes.
@@ -83,7 +83,7 @@ export class LocalDirStorage implements LakeStorage {
     await this.fsyncDir(path.dirname(target));
   }
 
-  async put(key: string, data: Buffer | string): Promise<void> {
+  async put(key: string, data: Buffer | string | readonly Buffer[]): Promise<void> {
     const target = this.resolve(key);
     await this.ensureDir(path.dirname(target));
     const scratch = this.scratchFor(target);

@@ -1,4 +1,4 @@
-import type { Pool } from '../../libs/db/index.ts';
+import { arrayLiteral, type Pool } from '../../libs/db/index.ts';
 import type { LakeEvent } from '../../libs/lake/event.ts';
 
 /**
@@ -61,12 +61,12 @@ export async function claimEvents(pool: Pool, events: LakeEvent[]): Promise<Dedu
   }
   // Map order is insertion order, so candidates (and kept) stay in offset order.
   const candidates = [...firsts.values()];
-  const sources = candidates.map((e) => e.source);
-  const eventIds = candidates.map((e) => e.eventId);
+  const sources = arrayLiteral(candidates.map((e) => e.source));
+  const eventIds = arrayLiteral(candidates.map((e) => e.eventId));
   const { rows } = await pool.query<{ inserted: number }>(CLAIM_SQL, [
     sources,
     eventIds,
-    candidates.map((e) => e.offset),
+    arrayLiteral(candidates.map((e) => e.offset)),
     topic,
     partition,
   ]);

@@ -370,11 +370,11 @@ export class Sink {
     if (files.length === 0) return;
     const { storage, silver, entitySources, pool } = this.options;
     for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
-      await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.body)));
+      await Promise.all(files.slice(i, i + BRONZE_WRITES_IN_FLIGHT).map((f) => storage.put(f.key, f.chunks)));
     }
     this.m.bytes.inc(
       { layer: 'bronze' },
-      files.reduce((sum, f) => sum + f.body.length, 0),
+      files.reduce((sum, f) => sum + f.bytes, 0),
     );
     // Silver is made from the durable bronze files (DuckDB reads them on its own thread).
     const events = await silver.writeEvents(files);

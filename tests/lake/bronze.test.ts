@@ -34,7 +34,7 @@ describe('bronze files', () => {
     expect(file!.key).toBe(
       'bronze/source=shop/event_type=order%2Fcreated/event_date=2026-03-01/ingest_date=2026-03-01/hour=10/conveyor.shop+2+00000000000000000007.jsonl',
     );
-    expect(JSON.parse(file!.body.toString())).toMatchObject({
+    expect(JSON.parse(Buffer.concat(file!.chunks).toString())).toMatchObject({
       event_id: 'e7',
       updated_at: '2026-03-01T10:00:00.000Z',
       payload: { a: 1 },
@@ -42,7 +42,7 @@ describe('bronze files', () => {
     });
     // The payload is embedded byte for byte, whitespace included.
     const [spaced] = bronzeFiles([event(8, { payload: '{ "a" : 1.50 }' })], policy);
-    expect(spaced!.body.toString()).toContain('"payload":{ "a" : 1.50 },');
+    expect(Buffer.concat(spaced!.chunks).toString()).toContain('"payload":{ "a" : 1.50 },');
   });
 
   it('rotates by record count and by record time, never by the clock, so the same records give the same files', () => {
@@ -75,7 +75,7 @@ describe('bronze files', () => {
   });
 
   it('rotates by bytes', () => {
-    const line = bronzeFiles([event(0)], policy)[0]!.body.length;
+    const line = bronzeFiles([event(0)], policy)[0]!.bytes;
     const files = bronzeFiles(
       [0, 1, 2].map((o) => event(o)),
       { ...policy, maxBytes: line * 2 },

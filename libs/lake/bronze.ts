@@ -56,7 +56,7 @@ const FIXED_BYTES = FIELDS.reduce((sum, f) => sum + f.length, 0) + 3 * 26 + 11 +
 function lineBound(event: LakeEvent): number {
   let bound = FIXED_BYTES + jsonStringBound(event.eventId) + jsonStringBound(event.source);
   bound += jsonStringBound(event.eventType) + jsonStringBound(event.entityKey) + jsonStringBound(event.topic);
-  bound += event.payload.length * 3;
+  bound += typeof event.payload === 'string' ? event.payload.length * 3 : event.payload.length;
   for (const key in event.lineage) bound += jsonStringBound(key) + jsonStringBound(event.lineage[key]!) + 2;
   return bound;
 }
@@ -83,7 +83,8 @@ function writeLine(line: JsonLine, event: LakeEvent): void {
   line.ascii(FIELDS[6]);
   line.isoTime(event.updatedAt);
   line.ascii(FIELDS[7]);
-  line.utf8(event.payload);
+  if (typeof event.payload === 'string') line.utf8(event.payload);
+  else line.raw(event.payload);
   line.ascii(FIELDS[8]);
   let first = true;
   for (const key in event.lineage) {

@@ -9,8 +9,8 @@ export interface LakeEvent {
   ingestedAt: number;
   /** The version time for entity merges: payload.updated_at when present, else eventTime. */
   updatedAt: number;
-  /** The payload as JSON text (an object), kept byte-for-byte as it was decoded. */
-  payload: string;
+  /** The payload as JSON text (an object): its UTF-8 bytes as decoded, or a string; kept as is. */
+  payload: Buffer | string;
   lineage: Record<string, string>;
   topic: string;
   partition: number;

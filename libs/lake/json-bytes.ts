@@ -38,6 +38,11 @@ export class JsonLine {
     this.at += this.buffer.write(text, this.at, 'utf8');
   }
 
+  /** Bytes as they are (e.g. a payload's UTF-8 JSON text). */
+  raw(bytes: Buffer): void {
+    this.at += bytes.copy(this.buffer, this.at);
+  }
+
   /** A JSON string literal, byte for byte what JSON.stringify writes. */
   string(text: string): void {
     const { buffer } = this;

@@ -1,5 +1,14 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
-import { checkEnvelope, Rejection, wireId } from '../../services/sink/gate.ts';
+import { DEFAULT_SCHEMAS_DIR } from '../../libs/registry/contracts.ts';
+import { encodeWire } from '../../libs/registry/index.ts';
+import { checkEnvelope, decodeWith, Rejection, readerFor, wireId } from '../../services/sink/gate.ts';
+
+const envelope = avro.Type.forSchema(
+  JSON.parse(fs.readFileSync(path.join(DEFAULT_SCHEMAS_DIR, 'envelope.avsc'), 'utf8')),
+);
 
 const at = { topic: 'conveyor.s', partition: 0, offset: '5' };
 const good = {
@@ -43,6 +52,37 @@ describe('data-quality gate', () => {
 
   it('serialises a typed (record) payload to JSON', () => {
     expect(checkEnvelope({ ...good, payload: { amount: 3 } }, at).payload).toBe('{"amount":3}');
+  });
+
+  it('reads a JSON-string payload as bytes and keeps them as sent, non-ASCII and spacing included', () => {
+    const text = '{ "note": "é ✓",  "updated_at": 1767225600000 }';
+    const reader = readerFor(envelope);
+    expect(reader.resolver).toBeDefined();
+    const value = decodeWith(reader, encodeWire(7, envelope, { ...good, payload: text }));
+    expect(Buffer.isBuffer(value.payload)).toBe(true);
+    const event = checkEnvelope(value, at);
+    expect(Buffer.from(event.payload).equals(Buffer.from(text, 'utf8'))).toBe(true);
+    expect(event.updatedAt).toBe(1767225600000);
+  });
+
+  it('rejects payload bytes that are not UTF-8 (an Avro string must be)', () => {
+    expect(reason({ ...good, payload: Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x7d]) })).toBe('bad_payload');
+  });
+
+  it('reads a typed payload as the writer wrote it', () => {
+    const typed = avro.Type.forSchema({
+      type: 'record',
+      name: 'Typed',
+      fields: [
+        { name: 'event_id', type: 'string' },
+        { name: 'payload', type: { type: 'record', name: 'P', fields: [{ name: 'amount', type: 'int' }] } },
+      ],
+    });
+    const reader = readerFor(typed);
+    expect(reader).toEqual({ type: typed });
+    expect(decodeWith(reader, encodeWire(8, typed, { event_id: 'e', payload: { amount: 3 } })).payload).toEqual({
+      amount: 3,
+    });
   });
 
   it('checks the Confluent wire format before decoding', () => {

@@ -27,6 +27,16 @@ export interface LakeStorage {
 
 const SCRATCH_MARK = '.tmp-';
 
+/** Writes every byte (a write may take fewer than it was given). */
+async function writeAll(handle: fs.FileHandle, data: Buffer | string | readonly Buffer[]): Promise<void> {
+  const chunks = typeof data === 'string' ? [Buffer.from(data)] : Buffer.isBuffer(data) ? [data] : data;
+  for (const chunk of chunks) {
+    for (let done = 0; done < chunk.length; ) {
+      done += (await handle.write(chunk, done, chunk.length - done)).bytesWritten;
+    }
+  }
+}
+
 export class StorageKeyError extends Error {
   constructor(key: string, problem: string) {
     super(`storage key "${key}": ${problem}`);
@@ -85,17 +95,26 @@ export class LocalDirStorage implements LakeStorage {
 
   async put(key: string, data: Buffer | string | readonly Buffer[]): Promise<void> {
     const target = this.resolve(key);
-    await this.ensureDir(path.dirname(target));
+    const dir = path.dirname(target);
+    await this.ensureDir(dir);
     const scratch = this.scratchFor(target);
     try {
-      await fs.writeFile(scratch, data).catch(async (error: NodeJS.ErrnoException) => {
+      const handle = await fs.open(scratch, 'w').catch(async (error: NodeJS.ErrnoException) => {
         // The folder went away since we made it (removed by hand): make it again.
         if (error.code !== 'ENOENT') throw error;
-        this.madeDirs.delete(path.dirname(target));
-        await this.ensureDir(path.dirname(target));
-        await fs.writeFile(scratch, data);
+        this.madeDirs.delete(dir);
+        await this.ensureDir(dir);
+        return fs.open(scratch, 'w');
       });
-      await this.publish(scratch, target);
+      // Written and fsynced through one handle: no second open just to sync.
+      try {
+        await writeAll(handle, data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(scratch, target);
+      await this.fsyncDir(dir);
     } catch (error) {
       await fs.rm(scratch, { force: true });
       throw error;

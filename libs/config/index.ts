@@ -108,7 +108,7 @@ export const SETTINGS = {
   },
   SINK_PARTITIONS_CONCURRENTLY: {
     default: '3',
-    help: 'Partitions the sink processes at the same time; a fetch holds this many partitions\' worth (SINK_FETCH_MAX_BYTES each).',
+    help: "Partitions the sink processes at the same time; a fetch holds this many partitions' worth (SINK_FETCH_MAX_BYTES each).",
   },
   SINK_DEDUPE_RETENTION_DAYS: {
     default: '7',

@@ -43,6 +43,18 @@ export class JsonLine {
     this.at += bytes.copy(this.buffer, this.at);
   }
 
+  /** ASCII `before` (a field name, punctuation), then `text` as a JSON string. */
+  stringField(before: string, text: string): void {
+    this.ascii(before);
+    this.string(text);
+  }
+
+  /** ASCII `before`, then an ISO time (see isoTime). */
+  timeField(before: string, ms: number): void {
+    this.ascii(before);
+    this.isoTime(ms);
+  }
+
   /** A JSON string literal, byte for byte what JSON.stringify writes. */
   string(text: string): void {
     const { buffer } = this;

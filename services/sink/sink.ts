@@ -8,6 +8,7 @@ import type { LakeStorage } from '../../libs/lake/storage.ts';
 import { Counter, Gauge, Histogram, type Logger, type Registry } from '../../libs/observability/index.ts';
 import { RegistryError, type SchemaRegistryClient } from '../../libs/registry/index.ts';
 import { claimEvents, expireClaims } from './dedupe.ts';
+import { partitionKey, StaleOwnerError, takeEpochs, withFence } from './fence.ts';
 import { checkEnvelope, decodeWith, type Reader, Rejection, readerFor, wireId } from './gate.ts';
 
 export interface SinkOptions {
@@ -66,6 +67,13 @@ export class Sink {
    * when a batch fails, since either may leave files this list does not know.
    */
   private readonly earlierFiles = new Map<string, Map<string, bigint>>();
+  /** The fencing epoch this sink took for each partition at its last group join (see fence.ts). */
+  private epochs: Promise<Map<string, string>> = Promise.resolve(new Map());
+  /**
+   * Test hook: CONVEYOR_FAILPOINT names a point (sink-stop-before-fence, sink-stop-before-write) where
+   * the process stops itself (SIGSTOP) the first time it gets there, as a sink stalled by the machine.
+   */
+  private failpoint = process.env.CONVEYOR_FAILPOINT;
   private readonly m;
 
   constructor(private readonly options: SinkOptions) {
@@ -144,7 +152,13 @@ export class Sink {
     }
     await this.producer.connect();
     await this.consumer.connect();
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.earlierFiles.clear());
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.earlierFiles.clear();
+      // Batches of this assignment wait for these epochs (processBatch); a failure fails them, and
+      // kafkajs's restart of the consumer joins (and takes them) again.
+      this.epochs = takeEpochs(this.options.pool, payload.memberAssignment);
+      this.epochs.catch((error) => this.options.logger.warn({ err: error }, 'taking partition epochs failed'));
+    });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
       this.running = false;
       this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
@@ -267,19 +281,37 @@ export class Sink {
     // rotates inside the batch, the records before it are committed first (see bronzeUnits: that keeps
     // file names the same on any replay).
     const units = built.length > 0 ? built : [{ files: [], events: 0 }];
-    let written = 0;
-    let from = BigInt(batch.firstOffset() ?? next);
-    for (const [i, unit] of units.entries()) {
-      const last = i === units.length - 1;
-      const offset = last ? next : kept[written + unit.events]!.offset;
-      await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
-      written += unit.events;
-      from = BigInt(offset);
-      // After a rebalance this partition belongs to another member: leave the commit to it.
-      if (isStale()) return;
-      await this.consumer.commitOffsets([{ topic, partition, offset }]);
-      await heartbeat();
-    }
+    const epoch = (await this.epochs).get(partitionKey(topic, partition));
+    if (epoch === undefined)
+      throw new Error(`no fencing epoch for ${topic}[${partition}]: not in this sink's assignment`);
+    this.stopOnceAt('sink-stop-before-fence');
+    // Files are written and offsets committed only while this sink still holds the partition.
+    const committed = await withFence(this.options.pool, { topic, partition, epoch }, heartbeat, async () => {
+      let written = 0;
+      let from = BigInt(batch.firstOffset() ?? next);
+      for (const [i, unit] of units.entries()) {
+        const last = i === units.length - 1;
+        const offset = last ? next : kept[written + unit.events]!.offset;
+        this.stopOnceAt('sink-stop-before-write');
+        await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
+        written += unit.events;
+        from = BigInt(offset);
+        // After a rebalance this partition belongs to another member: leave the commit to it.
+        if (isStale()) return false;
+        await this.consumer.commitOffsets([{ topic, partition, offset }]);
+        await heartbeat();
+      }
+      return true;
+    }).catch(async (error) => {
+      if (!(error instanceof StaleOwnerError)) throw error;
+      // A newer holder has the partition: this sink stalled past its session. Write nothing; the
+      // heartbeat makes kafkajs find out and rejoin (a pause keeps a refetch loop from spinning).
+      this.options.logger.warn({ topic, partition, err: error }, 'partition taken over by another sink; batch dropped');
+      await heartbeat().catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      return false;
+    });
+    if (!committed) return;
     resolveOffset(batch.lastOffset());
     await heartbeat();
 
@@ -325,6 +357,12 @@ export class Sink {
       }
     }
     return { events, rejected };
+  }
+
+  private stopOnceAt(point: string): void {
+    if (this.failpoint !== point) return;
+    this.failpoint = undefined;
+    process.kill(process.pid, 'SIGSTOP');
   }
 
   /** A schema id the registry does not know is the record's fault; any other registry error is ours. */

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
@@ -102,6 +103,55 @@ describe('sink crash drill', () => {
     expect(verify.stdout).toContain(`silver  accepted=9000 output_rows=9000 missing=0 duplicated=0 extra=0`);
     expect(verify.code, verify.stderr).toBe(0);
   }, 300_000);
+
+  it.each([
+    ['before its fence check: it finds a newer epoch and writes nothing', 'sink-stop-before-fence'],
+    ['inside its fence, about to write: the new holder waits for it, then rewrites', 'sink-stop-before-write'],
+  ])(
+    'a sink stalled past its session (a zombie) %s; nothing lost or duplicated',
+    async (_, failpoint) => {
+      const src = await new TestSource(kafka, pool, 'sinkzombie').setup(1);
+      await src.publish(await src.accept(src.events(1500, { keys: 100 })));
+      const lake = tempLake();
+      const env = {
+        SINK_TOPICS: src.topic,
+        SINK_GROUP_ID: uniqueName('sink-zombie'),
+        SINK_OUTPUT_DIR: lake,
+        SINK_PORT: '0',
+        SINK_PARTITIONS_CONCURRENTLY: '1',
+        SINK_SESSION_TIMEOUT_MS: '6000',
+        LOG_LEVEL: 'warn',
+      };
+      // A stops itself (SIGSTOP) with its first batch claimed and built.
+      const zombie = spawnSink({ ...env, SINK_FILE_MAX_RECORDS: '50', CONVEYOR_FAILPOINT: failpoint });
+      const stopped = () => fs.readFileSync(`/proc/${zombie.child.pid}/stat`, 'utf8').split(') ')[1]?.startsWith('T');
+      for (const deadline = Date.now() + 30_000; !stopped(); ) {
+        expect(Date.now() < deadline, zombie.output()).toBe(true);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // B, cutting its files elsewhere, gets the partition once A's session has expired.
+      const taker = spawnSink({ ...env, SINK_FILE_MAX_RECORDS: '70' });
+      await new Promise((r) => setTimeout(r, 12_000));
+      // A wakes up with its batch in hand. Unfenced, its file of offsets 0-49 replaced B's of 0-69, and
+      // 50-69 were lost.
+      zombie.child.kill('SIGCONT');
+      await waitForCommitted(kafka, env.SINK_GROUP_ID, [src.topic], 120_000);
+      await new Promise((r) => setTimeout(r, 3000));
+      zombie.child.kill('SIGTERM');
+      taker.child.kill('SIGTERM');
+      expect(await taker.exited, taker.output()).toBe(0);
+      await zombie.exited;
+
+      const verify = await runCli(['verify', '--source', src.source, '--output', lake]);
+      expect(verify.stdout, `${verify.stdout}\n${zombie.output()}`).toContain(
+        'bronze  accepted=1500 output_rows=1500 missing=0 duplicated=0 extra=0',
+      );
+      expect(verify.stdout).toContain('silver  accepted=1500 output_rows=1500 missing=0 duplicated=0 extra=0');
+      if (failpoint === 'sink-stop-before-fence')
+        expect(zombie.output()).toContain('partition taken over by another sink');
+    },
+    180_000,
+  );
 
   it('verify exits non-zero and names the ids when events are missing; dlq inspect and replay --dry-run answer', async () => {
     const src = await new TestSource(kafka, pool, 'sinkcli').setup(1);

@@ -1,4 +1,4 @@
-import { arrayLiteral, type Pool } from '../../libs/db/index.ts';
+import { arrayLiteral, type Pool, withTransaction } from '../../libs/db/index.ts';
 
 /**
  * Partition fencing (table sink_partition_epochs, migration 0007). A sink takes a new epoch for each
@@ -55,28 +55,17 @@ export async function withFence<T>(
   work: () => Promise<T>,
 ): Promise<T> {
   const { topic, partition, epoch } = position;
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    try {
-      const lock = 'SELECT pg_try_advisory_xact_lock(hashtext($1), $2) AS locked';
-      while (!(await client.query<{ locked: boolean }>(lock, [`conveyor.sink:${topic}`, partition])).rows[0]!.locked) {
-        await waiting();
-        await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
-      }
-      const { rows } = await client.query<{ epoch: string }>(
-        'SELECT epoch::text FROM sink_partition_epochs WHERE topic = $1 AND kafka_partition = $2',
-        [topic, partition],
-      );
-      if (rows[0]?.epoch !== epoch) throw new StaleOwnerError(topic, partition, epoch, rows[0]?.epoch);
-      const result = await work();
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
+  return withTransaction(pool, async (client) => {
+    const lock = 'SELECT pg_try_advisory_xact_lock(hashtext($1), $2) AS locked';
+    while (!(await client.query<{ locked: boolean }>(lock, [`conveyor.sink:${topic}`, partition])).rows[0]!.locked) {
+      await waiting();
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
     }
-  } finally {
-    client.release();
-  }
+    const { rows } = await client.query<{ epoch: string }>(
+      'SELECT epoch::text FROM sink_partition_epochs WHERE topic = $1 AND kafka_partition = $2',
+      [topic, partition],
+    );
+    if (rows[0]?.epoch !== epoch) throw new StaleOwnerError(topic, partition, epoch, rows[0]?.epoch);
+    return work();
+  });
 }

@@ -32,6 +32,19 @@ function spawnSink(env: NodeJS.ProcessEnv): {
   return { child, exited, output: () => output };
 }
 
+/** One partition at a time, a short session (a dead sink's partitions move on quickly), warnings only. */
+function sinkEnv(topic: string, group: string, lake: string) {
+  return {
+    SINK_TOPICS: topic,
+    SINK_GROUP_ID: uniqueName(group),
+    SINK_OUTPUT_DIR: lake,
+    SINK_PORT: '0',
+    SINK_PARTITIONS_CONCURRENTLY: '1',
+    SINK_SESSION_TIMEOUT_MS: '6000',
+    LOG_LEVEL: 'warn',
+  };
+}
+
 async function committedTotal(groupId: string, topic: string): Promise<number> {
   const admin = kafka.admin();
   await admin.connect();
@@ -48,15 +61,9 @@ describe('sink crash drill', () => {
     const src = await new TestSource(kafka, pool, 'sinkcrash').setup(3);
     const lake = tempLake();
     const env = {
-      SINK_TOPICS: src.topic,
-      SINK_GROUP_ID: uniqueName('sink-crash'),
-      SINK_OUTPUT_DIR: lake,
-      SINK_PORT: '0',
+      ...sinkEnv(src.topic, 'sink-crash', lake),
       // Small fetches: many batches, so kills land during writes and between write and commit.
       SINK_FETCH_MAX_BYTES: '6000',
-      SINK_PARTITIONS_CONCURRENTLY: '1',
-      SINK_SESSION_TIMEOUT_MS: '6000',
-      LOG_LEVEL: 'warn',
     };
     const published: Awaited<ReturnType<TestSource['accept']>> = [];
     const progress: number[] = [];
@@ -113,15 +120,7 @@ describe('sink crash drill', () => {
       const src = await new TestSource(kafka, pool, 'sinkzombie').setup(1);
       await src.publish(await src.accept(src.events(1500, { keys: 100 })));
       const lake = tempLake();
-      const env = {
-        SINK_TOPICS: src.topic,
-        SINK_GROUP_ID: uniqueName('sink-zombie'),
-        SINK_OUTPUT_DIR: lake,
-        SINK_PORT: '0',
-        SINK_PARTITIONS_CONCURRENTLY: '1',
-        SINK_SESSION_TIMEOUT_MS: '6000',
-        LOG_LEVEL: 'warn',
-      };
+      const env = sinkEnv(src.topic, 'sink-zombie', lake);
       // A stops itself (SIGSTOP) with its first batch claimed and built.
       const zombie = spawnSink({ ...env, SINK_FILE_MAX_RECORDS: '50', CONVEYOR_FAILPOINT: failpoint });
       const stopped = () => fs.readFileSync(`/proc/${zombie.child.pid}/stat`, 'utf8').split(') ')[1]?.startsWith('T');

@@ -1,7 +1,7 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { type Pool, withTransaction } from '../../libs/db/index.ts';
 import { DLQ_HEADER, DLQ_TOPIC, ensureTopics } from '../../libs/kafka/index.ts';
-import { type BronzeFile, bronzeUnits, type RotationPolicy } from '../../libs/lake/bronze.ts';
+import { type BronzeFile, type BronzeUnit, bronzeUnits, type RotationPolicy } from '../../libs/lake/bronze.ts';
 import { firstOffsetInName, type LakeEvent } from '../../libs/lake/event.ts';
 import type { SilverWriter } from '../../libs/lake/silver.ts';
 import type { LakeStorage } from '../../libs/lake/storage.ts';
@@ -264,7 +264,8 @@ export class Sink {
     }
   }
 
-  private async processBatch({ batch, resolveOffset, heartbeat, isStale }: EachBatchPayload): Promise<void> {
+  private async processBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat } = payload;
     const { topic, partition } = batch;
     const started = process.hrtime.bigint();
     const next = (BigInt(batch.lastOffset()) + 1n).toString();
@@ -281,36 +282,7 @@ export class Sink {
     // rotates inside the batch, the records before it are committed first (see bronzeUnits: that keeps
     // file names the same on any replay).
     const units = built.length > 0 ? built : [{ files: [], events: 0 }];
-    const epoch = (await this.epochs).get(partitionKey(topic, partition));
-    if (epoch === undefined)
-      throw new Error(`no fencing epoch for ${topic}[${partition}]: not in this sink's assignment`);
-    this.stopOnceAt('sink-stop-before-fence');
-    // Files are written and offsets committed only while this sink still holds the partition.
-    const committed = await withFence(this.options.pool, { topic, partition, epoch }, heartbeat, async () => {
-      let written = 0;
-      let from = BigInt(batch.firstOffset() ?? next);
-      for (const [i, unit] of units.entries()) {
-        const last = i === units.length - 1;
-        const offset = last ? next : kept[written + unit.events]!.offset;
-        this.stopOnceAt('sink-stop-before-write');
-        await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
-        written += unit.events;
-        from = BigInt(offset);
-        // After a rebalance this partition belongs to another member: leave the commit to it.
-        if (isStale()) return false;
-        await this.consumer.commitOffsets([{ topic, partition, offset }]);
-        await heartbeat();
-      }
-      return true;
-    }).catch(async (error) => {
-      if (!(error instanceof StaleOwnerError)) throw error;
-      // A newer holder has the partition: this sink stalled past its session. Write nothing; the
-      // heartbeat makes kafkajs find out and rejoin (a pause keeps a refetch loop from spinning).
-      this.options.logger.warn({ topic, partition, err: error }, 'partition taken over by another sink; batch dropped');
-      await heartbeat().catch(() => undefined);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      return false;
-    });
+    const committed = await this.writeAndCommit(payload, units, kept, next);
     if (!committed) return;
     resolveOffset(batch.lastOffset());
     await heartbeat();
@@ -334,6 +306,50 @@ export class Sink {
         },
         'batch committed with duplicates or rejects',
       );
+    }
+  }
+
+  /**
+   * Writes each unit's files and commits its offsets, under the partition's fence (fence.ts). False
+   * when the partition turned out to be another sink's: nothing more is written or committed.
+   */
+  private async writeAndCommit(
+    { batch, heartbeat, isStale }: EachBatchPayload,
+    units: BronzeUnit[],
+    kept: LakeEvent[],
+    next: string,
+  ): Promise<boolean> {
+    const { topic, partition } = batch;
+    const epoch = (await this.epochs).get(partitionKey(topic, partition));
+    if (epoch === undefined)
+      throw new Error(`no fencing epoch for ${topic}[${partition}]: not in this sink's assignment`);
+    this.stopOnceAt('sink-stop-before-fence');
+    try {
+      return await withFence(this.options.pool, { topic, partition, epoch }, heartbeat, async () => {
+        let written = 0;
+        let from = BigInt(batch.firstOffset() ?? next);
+        for (const [i, unit] of units.entries()) {
+          const last = i === units.length - 1;
+          const offset = last ? next : kept[written + unit.events]!.offset;
+          this.stopOnceAt('sink-stop-before-write');
+          await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
+          written += unit.events;
+          from = BigInt(offset);
+          // After a rebalance this partition belongs to another member: leave the commit to it.
+          if (isStale()) return false;
+          await this.consumer.commitOffsets([{ topic, partition, offset }]);
+          await heartbeat();
+        }
+        return true;
+      });
+    } catch (error) {
+      if (!(error instanceof StaleOwnerError)) throw error;
+      // A newer holder has the partition: this sink stalled past its session. Write nothing; the
+      // heartbeat makes kafkajs find out and rejoin (a pause keeps a refetch loop from spinning).
+      this.options.logger.warn({ topic, partition, err: error }, 'partition taken over by another sink; batch dropped');
+      await heartbeat().catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      return false;
     }
   }
 

@@ -38,17 +38,14 @@ export function utcDate(ms: number): string {
 
 const pad2 = (n: number) => (n < 10 ? `0${n}` : String(n));
 
-/** HH (00-23) in UTC. */
-export function utcHour(ms: number): string {
-  return pad2(Math.floor((ms - Math.floor(ms / DAY_MS) * DAY_MS) / HOUR_MS));
+/** Milliseconds since the UTC midnight of `ms`. */
+export function msOfDay(ms: number): number {
+  return ms - Math.floor(ms / DAY_MS) * DAY_MS;
 }
 
-/** The same text as `new Date(ms).toISOString()` for years 0000-9999 (the gate's range is 1970-9999). */
-export function utcIso(ms: number): string {
-  const inDay = ms - Math.floor(ms / DAY_MS) * DAY_MS;
-  const millis = inDay % 1000;
-  const seconds = Math.floor(inDay / 1000);
-  return `${utcDate(ms)}T${pad2(Math.floor(seconds / 3600))}:${pad2(Math.floor(seconds / 60) % 60)}:${pad2(seconds % 60)}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+/** HH (00-23) in UTC. */
+export function utcHour(ms: number): string {
+  return pad2(Math.floor(msOfDay(ms) / HOUR_MS));
 }
 
 // Sources and event types repeat on every record; encoding them once each is enough.

@@ -1,4 +1,4 @@
-import { DAY_MS, utcDate } from './event.ts';
+import { msOfDay, utcDate } from './event.ts';
 
 /**
  * One JSON line written as UTF-8 bytes, field by field, into a reused buffer: no string is built per
@@ -77,7 +77,7 @@ export class JsonLine {
   isoTime(ms: number): void {
     this.buffer[this.at++] = 0x22;
     this.ascii(utcDate(ms));
-    const inDay = ms - Math.floor(ms / DAY_MS) * DAY_MS;
+    const inDay = msOfDay(ms);
     const seconds = Math.floor(inDay / 1000);
     const { buffer } = this;
     let at = this.at;

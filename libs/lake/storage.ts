@@ -82,6 +82,7 @@ export class LocalDirStorage implements LakeStorage {
     }
   }
 
+  /** A file another writer made (DuckDB): fsynced, then moved into place. */
   private async publish(scratch: string, target: string): Promise<void> {
     const handle = await fs.open(scratch, 'r+');
     try {
@@ -89,6 +90,11 @@ export class LocalDirStorage implements LakeStorage {
     } finally {
       await handle.close();
     }
+    await this.moveIntoPlace(scratch, target);
+  }
+
+  /** Renames a durable scratch file to its key, and makes the rename durable too. */
+  private async moveIntoPlace(scratch: string, target: string): Promise<void> {
     await fs.rename(scratch, target);
     await this.fsyncDir(path.dirname(target));
   }
@@ -113,8 +119,7 @@ export class LocalDirStorage implements LakeStorage {
       } finally {
         await handle.close();
       }
-      await fs.rename(scratch, target);
-      await this.fsyncDir(dir);
+      await this.moveIntoPlace(scratch, target);
     } catch (error) {
       await fs.rm(scratch, { force: true });
       throw error;

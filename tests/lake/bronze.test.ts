@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type BronzeFile, bronzeUnits, type RotationPolicy } from '../../libs/lake/bronze.ts';
-import { type LakeEvent, utcDate, utcHour, utcIso } from '../../libs/lake/event.ts';
+import { type LakeEvent, utcDate, utcHour } from '../../libs/lake/event.ts';
+import { ByteChunks, JsonLine } from '../../libs/lake/json-bytes.ts';
 
 const HOUR = 3600_000;
 const t0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -84,6 +85,15 @@ describe('bronze files', () => {
   });
 
   it('formats UTC dates, hours and timestamps exactly as Date does', () => {
+    // A timestamp as a bronze line writes it (quoted), unquoted.
+    const utcIso = (ms: number) => {
+      const line = new JsonLine();
+      line.start(64);
+      line.isoTime(ms);
+      const chunks = new ByteChunks();
+      line.copyTo(chunks);
+      return JSON.parse(Buffer.concat(chunks.toChunks()).toString()) as string;
+    };
     const max = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
     const times = [0, 1, 999, 86_399_999, 86_400_000, t0, t0 + 7, max];
     // Spread over the whole range, deterministically.

@@ -124,34 +124,59 @@ export function wireId(value: Buffer | null): number {
   return value.readUInt32BE(1);
 }
 
-/** How the sink reads one writer schema: the type to decode with and, when they differ, the resolver. */
+/** How the sink decodes the records of one writer schema (the part after the 5-byte wire header). */
 export interface Reader {
-  type: avro.Type;
-  resolver?: avro.Resolver;
+  decode(avro: Buffer): Record<string, unknown>;
+}
+
+type Field = { name: string; type: unknown };
+const AVRO_LONG = avro.Type.forSchema('long');
+
+/** Avro's own decoding of one value at `at`; avsc answers a negative offset when the bytes run out. */
+function decodeAt(type: avro.Type, bytes: Buffer, at: number): { value: unknown; offset: number } {
+  const decoded = type.decode(bytes, at);
+  if (decoded.offset < 0) throw new Error('truncated buffer');
+  return decoded;
 }
 
 /**
- * Reads a record's string `payload` as Avro bytes (a string is promotable to bytes): the payload stays
- * UTF-8 bytes (avsc copies them once, off the V8 heap) until the bronze file. As a JavaScript string
- * (850 bytes in the benchmark) it lived as long as its batch and was the largest thing the collector
- * copied; now only the text parsed to check it is a string, and it dies at once. Invalid UTF-8, which
- * the string decoding replaced silently with U+FFFD, is now a `bad_payload` rejection. Other writer
- * schemas are read as they are.
+ * Reads a record whose `payload` is a string or bytes (a JSON text) without copying the payload: avsc
+ * decodes the fields before and after it, and the payload is a view of the record's own bytes, which
+ * stay in memory for the batch anyway. Copying it (avsc's bytes) or decoding it to a JavaScript string
+ * made the largest share of the sink's allocations after the payload's own parse. An Avro string must
+ * be UTF-8 and the gate checks that (checkEnvelope). Other writer schemas are read by avsc as they are.
  */
 export function readerFor(writer: avro.Type): Reader {
-  const schema = writer.schema() as { type?: unknown; fields?: Array<{ name: string; type: unknown }> };
-  const payload = schema.type === 'record' ? schema.fields?.find((f) => f.name === 'payload') : undefined;
-  if (payload?.type !== 'string') return { type: writer };
-  const type = avro.Type.forSchema({
-    ...schema,
-    fields: schema.fields!.map((f) => (f === payload ? { ...f, type: 'bytes' } : f)),
-  } as avro.Schema);
-  return { type, resolver: type.createResolver(writer) };
+  const schema = writer.schema() as { type?: unknown; name?: string; fields?: Field[] };
+  const fields = schema.type === 'record' ? (schema.fields ?? []) : [];
+  const at = fields.findIndex((f) => f.name === 'payload');
+  if (at === -1 || (fields[at]!.type !== 'string' && fields[at]!.type !== 'bytes')) {
+    return { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
+  }
+  // One registry: a named type defined before the payload may be referenced after it.
+  const registry = {};
+  const part = (suffix: string, partFields: Field[]) =>
+    avro.Type.forSchema({ type: 'record', name: `${schema.name}_${suffix}`, fields: partFields } as avro.Schema, {
+      registry,
+    });
+  const head = part('head', fields.slice(0, at));
+  const tail = part('tail', fields.slice(at + 1));
+  return {
+    decode(bytes) {
+      const before = decodeAt(head, bytes, 0);
+      const length = decodeAt(AVRO_LONG, bytes, before.offset);
+      const end = length.offset + (length.value as number);
+      if ((length.value as number) < 0 || end > bytes.length) throw new Error('invalid payload length');
+      const after = decodeAt(tail, bytes, end);
+      if (after.offset !== bytes.length) throw new Error('trailing data');
+      return Object.assign(before.value as object, { payload: bytes.subarray(length.offset, end) }, after.value);
+    },
+  };
 }
 
 export function decodeWith(reader: Reader, value: Buffer): Record<string, unknown> {
   try {
-    return reader.type.fromBuffer(value.subarray(5), reader.resolver) as Record<string, unknown>;
+    return reader.decode(value.subarray(5));
   } catch (error) {
     throw new Rejection('decode_failed', `Avro decoding failed: ${(error as Error).message}`, 'AvroDecodeError');
   }

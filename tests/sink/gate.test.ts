@@ -57,9 +57,14 @@ describe('data-quality gate', () => {
   it('reads a JSON-string payload as bytes and keeps them as sent, non-ASCII and spacing included', () => {
     const text = '{ "note": "é ✓",  "updated_at": 1767225600000 }';
     const reader = readerFor(envelope);
-    expect(reader.resolver).toBeDefined();
-    const value = decodeWith(reader, encodeWire(7, envelope, { ...good, payload: text }));
+    const wire = encodeWire(7, envelope, { ...good, payload: text });
+    const value = decodeWith(reader, wire);
     expect(Buffer.isBuffer(value.payload)).toBe(true);
+    // A view of the record's bytes, not a copy.
+    expect((value.payload as Buffer).buffer).toBe(wire.buffer);
+    const { payload: _, ...rest } = value;
+    const { payload: __, ...expected } = envelope.fromBuffer(wire.subarray(5)) as Record<string, unknown>;
+    expect(rest).toEqual({ ...expected });
     const event = checkEnvelope(value, at);
     expect(Buffer.from(event.payload).equals(Buffer.from(text, 'utf8'))).toBe(true);
     expect(event.updatedAt).toBe(1767225600000);
@@ -79,10 +84,40 @@ describe('data-quality gate', () => {
       ],
     });
     const reader = readerFor(typed);
-    expect(reader).toEqual({ type: typed });
     expect(decodeWith(reader, encodeWire(8, typed, { event_id: 'e', payload: { amount: 3 } })).payload).toEqual({
       amount: 3,
     });
+  });
+
+  it('reads the fields around the payload with named types shared across it, and refuses bad lengths', () => {
+    const split = avro.Type.forSchema({
+      type: 'record',
+      name: 'Split',
+      fields: [
+        { name: 'kind', type: { type: 'enum', name: 'Kind', symbols: ['A', 'B'] } },
+        { name: 'payload', type: 'bytes' },
+        { name: 'again', type: 'Kind' },
+        { name: 'n', type: 'long' },
+      ],
+    });
+    const reader = readerFor(split);
+    const record = { kind: 'B', payload: Buffer.from('{"a":1}'), again: 'A', n: 1234567 };
+    const wire = encodeWire(9, split, record);
+    expect({ ...decodeWith(reader, wire) }).toEqual(record);
+    const failure = (bytes: Buffer) => {
+      try {
+        decodeWith(reader, bytes);
+      } catch (error) {
+        return `${(error as Rejection).reason}: ${(error as Error).message}`;
+      }
+      return 'decoded';
+    };
+    expect(failure(wire.subarray(0, wire.length - 1))).toBe('decode_failed: Avro decoding failed: truncated buffer');
+    expect(failure(Buffer.concat([wire, Buffer.from([0])]))).toBe('decode_failed: Avro decoding failed: trailing data');
+    // The payload's length (zigzag 200 = 100 bytes) runs past the record's end.
+    const longer = Buffer.from(wire);
+    longer[6] = 200;
+    expect(failure(longer)).toMatch(/^decode_failed: Avro decoding failed: (invalid payload length|truncated buffer)$/);
   });
 
   it('checks the Confluent wire format before decoding', () => {

@@ -67,8 +67,8 @@ function lineBound(event: LakeEvent): number {
  * lineage and the Kafka position. updated_at is the version time the gate derived (payload.updated_at,
  * else event_time).
  */
-function writeLine(line: JsonLine, event: LakeEvent): void {
-  line.start(lineBound(event));
+function writeLine(line: JsonLine, chunks: ByteChunks, event: LakeEvent): void {
+  line.start(chunks, lineBound(event));
   line.stringField(BEFORE.eventId, event.eventId);
   line.stringField(BEFORE.source, event.source);
   line.stringField(BEFORE.eventType, event.eventType);
@@ -111,6 +111,36 @@ function finish(files: PendingFile[]): BronzeFile[] {
   return files.map(({ lines, firstTime: _, ...file }) => ({ ...file, chunks: lines.toChunks(), bytes: lines.length }));
 }
 
+interface UnitState {
+  pending: PendingFile[];
+  open: Map<string, PendingFile>;
+  unitEvents: number;
+}
+
+/** Ends the unit being built (every folder's file) and starts an empty one. */
+function endUnit(units: BronzeUnit[], pending: PendingFile[], unitEvents: number): UnitState {
+  units.push({ files: finish(pending), events: unitEvents });
+  return { pending: [], open: new Map(), unitEvents: 0 };
+}
+
+/** A new file in `dir`, named after `event`, its first record. */
+function newFile(pending: PendingFile[], open: Map<string, PendingFile>, dir: string, event: LakeEvent): PendingFile {
+  const stem = recordFileStem(event.topic, event.partition, event.offset);
+  const file: PendingFile = {
+    key: `${dir}/${stem}.jsonl`,
+    firstOffset: event.offset,
+    source: event.source,
+    eventDate: utcDate(event.eventTime),
+    stem,
+    lines: new ByteChunks(),
+    records: 0,
+    firstTime: event.ingestedAt,
+  };
+  pending.push(file);
+  open.set(dir, file);
+  return file;
+}
+
 /**
  * Splits events of one topic-partition (in offset order) into commit units of bronze files. A file is
  * named by its topic, partition and first offset. Where the policy ends a file, the whole unit ends
@@ -135,36 +165,23 @@ export function bronzeUnits(events: LakeEvent[], policy: RotationPolicy): Bronze
       dir = bronzeDir(event);
       dirs.set(folderKey, dir);
     }
-    writeLine(line, event);
     let current = open.get(dir);
-    if (
-      current &&
-      (current.records >= policy.maxRecords ||
-        current.lines.length + line.length > policy.maxBytes ||
-        event.ingestedAt - current.firstTime >= policy.maxSpanMs)
-    ) {
-      units.push({ files: finish(pending), events: unitEvents });
-      pending = [];
-      open = new Map();
-      unitEvents = 0;
+    if (current && (current.records >= policy.maxRecords || event.ingestedAt - current.firstTime >= policy.maxSpanMs)) {
       current = undefined;
+      ({ pending, open, unitEvents } = endUnit(units, pending, unitEvents));
     }
-    if (!current) {
-      const stem = recordFileStem(event.topic, event.partition, event.offset);
-      current = {
-        key: `${dir}/${stem}.jsonl`,
-        firstOffset: event.offset,
-        source: event.source,
-        eventDate: utcDate(event.eventTime),
-        stem,
-        lines: new ByteChunks(),
-        records: 0,
-        firstTime: event.ingestedAt,
-      };
-      pending.push(current);
-      open.set(dir, current);
+    current ??= newFile(pending, open, dir, event);
+    // The line goes straight into its file's chunk; if it makes the file too large, the unit ends
+    // there and the line moves to the next unit's file (a copy, once per rotation).
+    writeLine(line, current.lines, event);
+    if (current.records > 0 && current.lines.length + line.length > policy.maxBytes) {
+      ({ pending, open, unitEvents } = endUnit(units, pending, unitEvents));
+      const moved = line.bytes();
+      current = newFile(pending, open, dir, event);
+      current.lines.append(moved);
+    } else {
+      current.lines.commit(line.length);
     }
-    line.copyTo(current.lines);
     current.records += 1;
     unitEvents += 1;
   }

@@ -1,28 +1,33 @@
 import { msOfDay, utcDate } from './event.ts';
 
 /**
- * One JSON line written as UTF-8 bytes, field by field, into a reused buffer: no string is built per
- * value. Building each bronze line from strings (JSON.stringify per field, template literals, ISO
- * times) allocated about 2.5 KB of garbage per 1 KB record, a third of all the sink allocated.
+ * One JSON line written as UTF-8 bytes, field by field, straight into the chunk of the file it goes to
+ * (ByteChunks.reserve): no string is built per value and no line is copied. Building each bronze line
+ * from strings (JSON.stringify per field, template literals, ISO times) allocated about 2.5 KB of
+ * garbage per 1 KB record, a third of all the sink allocated.
  */
 export class JsonLine {
-  private buffer = Buffer.allocUnsafe(16 * 1024);
+  private buffer: Buffer = Buffer.alloc(0);
+  private begin = 0;
   private at = 0;
+  /** The second whose ISO text (quote to seconds, 20 bytes) is in `secondText`: records share them. */
+  private second = Number.NaN;
+  private readonly secondText = Buffer.alloc(20);
 
-  /** Starts a new line that needs at most `bound` bytes. */
-  start(bound: number): void {
-    if (bound > this.buffer.length) this.buffer = Buffer.allocUnsafe(Math.max(bound, this.buffer.length * 2));
-    this.at = 0;
+  /** Starts a line of at most `bound` bytes at the end of `chunks`; `chunks.commit(line.length)` keeps it. */
+  start(chunks: ByteChunks, bound: number): void {
+    this.buffer = chunks.reserve(bound);
+    this.begin = this.at = chunks.end;
   }
 
   /** Bytes of the line so far. */
   get length(): number {
-    return this.at;
+    return this.at - this.begin;
   }
 
-  /** Appends the line so far to `chunks` (no view of it is made: one per line added up). */
-  copyTo(chunks: ByteChunks): void {
-    chunks.append(this.buffer, this.at);
+  /** The line so far (a view, valid until its chunks are written to again). */
+  bytes(): Buffer {
+    return this.buffer.subarray(this.begin, this.at);
   }
 
   /** ASCII text that JSON would not escape (field names, punctuation, digits). */
@@ -75,23 +80,30 @@ export class JsonLine {
 
   /** Epoch milliseconds, quoted, as `new Date(ms).toISOString()` writes them (years 0000-9999). */
   isoTime(ms: number): void {
-    this.buffer[this.at++] = 0x22;
-    this.ascii(utcDate(ms));
-    const inDay = msOfDay(ms);
-    const seconds = Math.floor(inDay / 1000);
+    const second = Math.floor(ms / 1000);
+    if (second !== this.second) this.formatSecond(second);
     const { buffer } = this;
-    let at = this.at;
-    buffer[at++] = 0x54; // T
-    at = digits(buffer, at, Math.floor(seconds / 3600), 2);
-    buffer[at++] = 0x3a; // :
-    at = digits(buffer, at, Math.floor(seconds / 60) % 60, 2);
-    buffer[at++] = 0x3a;
-    at = digits(buffer, at, seconds % 60, 2);
+    let at = this.at + this.secondText.copy(buffer, this.at);
     buffer[at++] = 0x2e; // .
-    at = digits(buffer, at, inDay % 1000, 3);
+    at = digits(buffer, at, ms - second * 1000, 3);
     buffer[at++] = 0x5a; // Z
     buffer[at++] = 0x22;
     this.at = at;
+  }
+
+  /** `"YYYY-MM-DDTHH:MM:SS` of a second, kept for the next times (a batch's records share seconds). */
+  private formatSecond(second: number): void {
+    const text = this.secondText;
+    text[0] = 0x22;
+    text.write(utcDate(second * 1000), 1, 'latin1');
+    const inDay = msOfDay(second * 1000) / 1000;
+    text[11] = 0x54; // T
+    digits(text, 12, Math.floor(inDay / 3600), 2);
+    text[14] = 0x3a; // :
+    digits(text, 15, Math.floor(inDay / 60) % 60, 2);
+    text[17] = 0x3a;
+    digits(text, 18, inDay % 60, 2);
+    this.second = second;
   }
 }
 
@@ -109,29 +121,42 @@ export function jsonStringBound(text: string): number {
 }
 
 /**
- * Lines appended into chunks that grow with the file (16 KiB to 1 MiB): a file of one short line
- * holds little memory, a large one few chunks. One copy per line; the file is written from the chunks.
+ * A file's bytes in chunks that grow with the file (16 KiB to 1 MiB): a file of one short line holds
+ * little memory, a large one few chunks. Lines are written into them in place (reserve, then commit);
+ * the file is written from the chunks.
  */
 export class ByteChunks {
   private readonly full: Buffer[] = [];
-  private chunk = Buffer.allocUnsafe(16 * 1024);
+  private chunk: Buffer = Buffer.allocUnsafe(16 * 1024);
   private at = 0;
   length = 0;
 
-  /** Appends `data`'s first `end` bytes. */
-  append(data: Buffer, end: number): void {
-    let from = 0;
-    while (from < end) {
-      if (this.at === this.chunk.length) {
-        this.full.push(this.chunk);
-        this.chunk = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(this.chunk.length, this.length)));
-        this.at = 0;
-      }
-      const copied = data.copy(this.chunk, this.at, from, end);
-      this.at += copied;
-      from += copied;
+  /** Where the next bytes go in the chunk that `reserve` returns. */
+  get end(): number {
+    return this.at;
+  }
+
+  /** The current chunk, with room for `bound` more bytes from `end` (a new chunk if it has not). */
+  reserve(bound: number): Buffer {
+    if (this.chunk.length - this.at < bound) {
+      if (this.at > 0) this.full.push(this.chunk.subarray(0, this.at));
+      this.chunk = Buffer.allocUnsafe(Math.max(bound, Math.min(1024 * 1024, Math.max(this.chunk.length, this.length))));
+      this.at = 0;
     }
-    this.length += end;
+    return this.chunk;
+  }
+
+  /** Keeps the `bytes` written from `end` into the reserved room. */
+  commit(bytes: number): void {
+    this.at += bytes;
+    this.length += bytes;
+  }
+
+  /** Appends a copy of `data`. */
+  append(data: Buffer): void {
+    this.reserve(data.length);
+    data.copy(this.chunk, this.at);
+    this.commit(data.length);
   }
 
   /** The bytes as they are held (no copy of the whole; a file is written from these with one write each). */

@@ -87,11 +87,11 @@ describe('bronze files', () => {
   it('formats UTC dates, hours and timestamps exactly as Date does', () => {
     // A timestamp as a bronze line writes it (quoted), unquoted.
     const utcIso = (ms: number) => {
-      const line = new JsonLine();
-      line.start(64);
-      line.isoTime(ms);
       const chunks = new ByteChunks();
-      line.copyTo(chunks);
+      const line = new JsonLine();
+      line.start(chunks, 64);
+      line.isoTime(ms);
+      chunks.commit(line.length);
       return JSON.parse(Buffer.concat(chunks.toChunks()).toString()) as string;
     };
     const max = Date.UTC(9999, 11, 31, 23, 59, 59, 999);

@@ -1,5 +1,7 @@
 import { msOfDay, utcDate } from './event.ts';
 
+const SECOND_TEXT_BYTES = 20;
+
 /**
  * One JSON line written as UTF-8 bytes, field by field, straight into the chunk of the file it goes to
  * (ByteChunks.reserve): no string is built per value and no line is copied. Building each bronze line
@@ -10,9 +12,12 @@ export class JsonLine {
   private buffer: Buffer = Buffer.alloc(0);
   private begin = 0;
   private at = 0;
-  /** The second whose ISO text (quote to seconds, 20 bytes) is in `secondText`: records share them. */
-  private second = Number.NaN;
-  private readonly secondText = Buffer.alloc(20);
+  /**
+   * The ISO text (quote to seconds, 20 bytes) of recently written seconds, in 8 slots by a hash of the
+   * second: records share seconds, and a line has up to three times, often of different days.
+   */
+  private readonly seconds = new Float64Array(8).fill(Number.NaN);
+  private readonly secondTexts = Buffer.alloc(8 * SECOND_TEXT_BYTES);
 
   /** Starts a line of at most `bound` bytes at the end of `chunks`; `chunks.commit(line.length)` keeps it. */
   start(chunks: ByteChunks, bound: number): void {
@@ -81,9 +86,11 @@ export class JsonLine {
   /** Epoch milliseconds, quoted, as `new Date(ms).toISOString()` writes them (years 0000-9999). */
   isoTime(ms: number): void {
     const second = Math.floor(ms / 1000);
-    if (second !== this.second) this.formatSecond(second);
+    const slot = Math.imul(second, 0x9e3779b1) >>> 29;
+    if (this.seconds[slot] !== second) this.formatSecond(second, slot);
     const { buffer } = this;
-    let at = this.at + this.secondText.copy(buffer, this.at);
+    const from = slot * SECOND_TEXT_BYTES;
+    let at = this.at + this.secondTexts.copy(buffer, this.at, from, from + SECOND_TEXT_BYTES);
     buffer[at++] = 0x2e; // .
     at = digits(buffer, at, ms - second * 1000, 3);
     buffer[at++] = 0x5a; // Z
@@ -91,19 +98,20 @@ export class JsonLine {
     this.at = at;
   }
 
-  /** `"YYYY-MM-DDTHH:MM:SS` of a second, kept for the next times (a batch's records share seconds). */
-  private formatSecond(second: number): void {
-    const text = this.secondText;
-    text[0] = 0x22;
-    text.write(utcDate(second * 1000), 1, 'latin1');
+  /** Keeps `"YYYY-MM-DDTHH:MM:SS` of a second in its slot. */
+  private formatSecond(second: number, slot: number): void {
+    const text = this.secondTexts;
+    const at = slot * SECOND_TEXT_BYTES;
+    text[at] = 0x22;
+    text.write(utcDate(second * 1000), at + 1, 'latin1');
     const inDay = msOfDay(second * 1000) / 1000;
-    text[11] = 0x54; // T
-    digits(text, 12, Math.floor(inDay / 3600), 2);
-    text[14] = 0x3a; // :
-    digits(text, 15, Math.floor(inDay / 60) % 60, 2);
-    text[17] = 0x3a;
-    digits(text, 18, inDay % 60, 2);
-    this.second = second;
+    text[at + 11] = 0x54; // T
+    digits(text, at + 12, Math.floor(inDay / 3600), 2);
+    text[at + 14] = 0x3a; // :
+    digits(text, at + 15, Math.floor(inDay / 60) % 60, 2);
+    text[at + 17] = 0x3a;
+    digits(text, at + 18, inDay % 60, 2);
+    this.seconds[slot] = second;
   }
 }
 

@@ -96,9 +96,8 @@ export function checkEnvelope(value: Record<string, unknown>, at: RecordPosition
     throw new Rejection('bad_payload', 'payload is not a JSON object');
   }
   const lineage: Record<string, string> = {};
-  for (const [k, v] of Object.entries((value.lineage as Record<string, unknown> | undefined) ?? {})) {
-    lineage[k] = String(v);
-  }
+  const given = value.lineage as Record<string, unknown> | undefined;
+  for (const k in given) lineage[k] = String(given[k]);
   return {
     eventId,
     source,

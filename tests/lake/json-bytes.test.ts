@@ -46,7 +46,7 @@ describe('JsonLine', () => {
       expect(written((line) => line.isoTime(ms))).toBe(JSON.stringify(new Date(ms).toISOString()));
   });
 
-  it('writes times of the same second from its kept text, and other seconds anew', () => {
+  it('writes times from the kept text of their second, or anew, always as Date.toISOString does', () => {
     const chunks = new ByteChunks();
     const line = new JsonLine();
     const times = [

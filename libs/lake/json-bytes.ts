@@ -89,8 +89,12 @@ export class JsonLine {
     const slot = Math.imul(second, 0x9e3779b1) >>> 29;
     if (this.seconds[slot] !== second) this.formatSecond(second, slot);
     const { buffer } = this;
-    const from = slot * SECOND_TEXT_BYTES;
-    let at = this.at + this.secondTexts.copy(buffer, this.at, from, from + SECOND_TEXT_BYTES);
+    const texts = this.secondTexts;
+    let at = this.at;
+    // A byte loop: Buffer.copy's fixed cost is several times that of 20 bytes.
+    for (let from = slot * SECOND_TEXT_BYTES, end = from + SECOND_TEXT_BYTES; from < end; from++) {
+      buffer[at++] = texts[from]!;
+    }
     buffer[at++] = 0x2e; // .
     at = digits(buffer, at, ms - second * 1000, 3);
     buffer[at++] = 0x5a; // Z

@@ -164,6 +164,11 @@ const ready = await new Promise<number>((resolve, reject) => {
   void exited.then((code) => reject(new Error(`sink exited with ${code} before it was running`)));
 });
 const startupSeconds = (ready - spawned) / 1000;
+// What the sink holds before its first batch (Node, DuckDB, the clients): the part of the peak that
+// does not depend on the records.
+const startRssMb = Math.round(
+  (Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024) / 1e6,
+);
 const postgresBefore = postgresLocal ? postgresTicks() : 0;
 await waitForCommitted(kafka, groupId, [topic], 600_000);
 const sinkSeconds = (performance.now() - ready) / 1000;
@@ -194,6 +199,7 @@ const result = {
   mb_per_s: Number((valueBytes / 1e6 / sinkSeconds).toFixed(1)),
   lake_mb_written: Number((lakeBytes / 1e6).toFixed(1)),
   rss_mb: Math.round(peakRss / 1e6),
+  rss_at_start_mb: startRssMb,
   startup_s: Number(startupSeconds.toFixed(1)),
   // Clock ticks are 1/100 s on Linux.
   sink_cpu_s: Number((cpuTicks / 100).toFixed(1)),
@@ -209,6 +215,7 @@ const rows: Array<[string, string]> = [
   ['consumed MB/s (Kafka values)', String(result.mb_per_s)],
   ['lake MB written (bronze + silver)', String(result.lake_mb_written)],
   ['sink process peak RSS MB (target < 256)', String(result.rss_mb)],
+  ['  of which held when it joined its group', String(result.rss_at_start_mb)],
   ['sink start-up s (not timed above)', String(result.startup_s)],
   ['sink process CPU s (incl. start-up)', String(result.sink_cpu_s)],
   ['  of which its event-loop thread', String(result.sink_main_thread_cpu_s)],

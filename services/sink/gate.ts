@@ -158,8 +158,15 @@ export function readerFor(writer: avro.Type): Reader {
     avro.Type.forSchema({ type: 'record', name: `${schema.name}_${suffix}`, fields: partFields } as avro.Schema, {
       registry,
     });
-  const head = part('head', fields.slice(0, at));
-  const tail = part('tail', fields.slice(at + 1));
+  let head: avro.Type;
+  let tail: avro.Type;
+  try {
+    head = part('head', fields.slice(0, at));
+    tail = part('tail', fields.slice(at + 1));
+  } catch {
+    // A schema avsc reads whole but not in these two parts: read it whole (the payload copied).
+    return { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
+  }
   return {
     decode(bytes) {
       const before = decodeAt(head, bytes, 0);

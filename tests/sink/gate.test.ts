@@ -120,6 +120,20 @@ describe('data-quality gate', () => {
     expect(failure(longer)).toMatch(/^decode_failed: Avro decoding failed: (invalid payload length|truncated buffer)$/);
   });
 
+  it('reads a schema whole when it cannot be read in parts around the payload', () => {
+    // A nested type already has the name the part before the payload would take.
+    const odd = avro.Type.forSchema({
+      type: 'record',
+      name: 'Odd',
+      fields: [
+        { name: 'meta', type: { type: 'record', name: 'Odd_head', fields: [{ name: 'n', type: 'int' }] } },
+        { name: 'payload', type: 'string' },
+      ],
+    });
+    const value = decodeWith(readerFor(odd), encodeWire(10, odd, { meta: { n: 1 }, payload: '{"a":1}' }));
+    expect(value).toEqual({ meta: { n: 1 }, payload: '{"a":1}' });
+  });
+
   it('checks the Confluent wire format before decoding', () => {
     expect(() => wireId(null)).toThrow(Rejection);
     expect(() => wireId(Buffer.from([1, 0, 0, 0, 1, 2]))).toThrow('magic byte 0');

@@ -125,7 +125,7 @@ export function wireId(value: Buffer | null): number {
 
 /** How the sink decodes the records of one writer schema (the part after the 5-byte wire header). */
 export interface Reader {
-  decode(avro: Buffer): Record<string, unknown>;
+  decode(body: Buffer): Record<string, unknown>;
 }
 
 type Field = { name: string; type: unknown };

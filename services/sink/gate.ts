@@ -146,11 +146,12 @@ function decodeAt(type: avro.Type, bytes: Buffer, at: number): { value: unknown;
  * be UTF-8 and the gate checks that (checkEnvelope). Other writer schemas are read by avsc as they are.
  */
 export function readerFor(writer: avro.Type): Reader {
+  const whole: Reader = { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
   const schema = writer.schema() as { type?: unknown; name?: string; fields?: Field[] };
   const fields = schema.type === 'record' ? (schema.fields ?? []) : [];
   const at = fields.findIndex((f) => f.name === 'payload');
   if (at === -1 || (fields[at]!.type !== 'string' && fields[at]!.type !== 'bytes')) {
-    return { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
+    return whole;
   }
   // One registry: a named type defined before the payload may be referenced after it.
   const registry = {};
@@ -165,7 +166,7 @@ export function readerFor(writer: avro.Type): Reader {
     tail = part('tail', fields.slice(at + 1));
   } catch {
     // A schema avsc reads whole but not in these two parts: read it whole (the payload copied).
-    return { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
+    return whole;
   }
   return {
     decode(bytes) {

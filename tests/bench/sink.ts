@@ -119,6 +119,9 @@ const exited = new Promise<number | null>((resolve) => child.on('exit', (code) =
 // Peak resident set of the sink process alone (Linux: VmHWM, its high-water mark), and its CPU time
 // (user + system, all threads: a figure less sensitive than events/s to what else the machine runs).
 let peakRssKb = 0;
+/** A kB figure of the sink process's /proc status (VmHWM, VmRSS). */
+const statusKb = (field: string) =>
+  Number(new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
 let cpuTicks = 0;
 let mainThreadTicks = 0;
 const ticksOf = (statFile: string) => {
@@ -128,8 +131,7 @@ const ticksOf = (statFile: string) => {
 };
 const sampler = setInterval(() => {
   try {
-    const status = fs.readFileSync(`/proc/${child.pid}/status`, 'utf8');
-    peakRssKb = Math.max(peakRssKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
+    peakRssKb = Math.max(peakRssKb, statusKb('VmHWM'));
     cpuTicks = ticksOf(`/proc/${child.pid}/stat`);
     // The event loop's thread alone; the rest is V8's collector, libuv's file and DuckDB work.
     mainThreadTicks = ticksOf(`/proc/${child.pid}/task/${child.pid}/stat`);
@@ -166,9 +168,7 @@ const ready = await new Promise<number>((resolve, reject) => {
 const startupSeconds = (ready - spawned) / 1000;
 // What the sink holds before its first batch (Node, DuckDB, the clients): the part of the peak that
 // does not depend on the records.
-const startRssMb = Math.round(
-  (Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024) / 1e6,
-);
+const startRssMb = Math.round((statusKb('VmRSS') * 1024) / 1e6);
 const postgresBefore = postgresLocal ? postgresTicks() : 0;
 await waitForCommitted(kafka, groupId, [topic], 600_000);
 const sinkSeconds = (performance.now() - ready) / 1000;

@@ -106,9 +106,13 @@ export const SETTINGS = {
     default: '4194304',
     help: 'Bytes the sink fetches per partition and batch; a batch is written and committed as a unit.',
   },
-  SINK_PARTITIONS_CONCURRENTLY: {
+  SINK_CONSUMERS: {
     default: '3',
-    help: "Partitions the sink processes at the same time; a fetch holds this many partitions' worth (SINK_FETCH_MAX_BYTES each).",
+    help: 'Consumer-group members in one sink process; each fetches on its own, so one fetches while another writes.',
+  },
+  SINK_PARTITIONS_CONCURRENTLY: {
+    default: '1',
+    help: "Partitions each of the sink's consumers processes at the same time; its fetch holds this many partitions' worth (SINK_FETCH_MAX_BYTES each).",
   },
   SINK_DEDUPE_RETENTION_DAYS: {
     default: '7',

@@ -24,11 +24,13 @@ function list(value: string): string[] {
 export async function runSink(): Promise<void> {
   const logger = createLogger('sink');
   const metrics = createMetrics('sink');
+  const consumers = intSetting('SINK_CONSUMERS', process.env, 1);
   const partitionsConcurrently = intSetting('SINK_PARTITIONS_CONCURRENTLY', process.env, 1);
   // Per lane: the partition's fence (held while its files are written), and its claim or an entity
   // merge; plus the expiry and readiness checks. Fewer could leave every lane holding a fence and
   // waiting for a merge connection.
-  const pool = createPool({ max: 2 * partitionsConcurrently + 2, applicationName: 'conveyor-sink' });
+  const lanes = consumers * partitionsConcurrently;
+  const pool = createPool({ max: 2 * lanes + 2, applicationName: 'conveyor-sink' });
   const storage = new LocalDirStorage(outputDir());
   const silver = await SilverWriter.create(storage, { memoryLimit: setting('SINK_DUCKDB_MEMORY') });
   const topics = list(setting('SINK_TOPICS'));
@@ -48,6 +50,7 @@ export async function runSink(): Promise<void> {
       maxSpanMs: intSetting('SINK_FILE_MAX_SPAN_MS', process.env, 1),
     },
     entitySources: new Set(list(setting('SINK_ENTITY_SOURCES'))),
+    consumers,
     partitionsConcurrently,
     maxBytesPerPartition: intSetting('SINK_FETCH_MAX_BYTES', process.env, 1024),
     dedupeRetentionDays: intSetting('SINK_DEDUPE_RETENTION_DAYS'),

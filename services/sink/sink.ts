@@ -27,6 +27,13 @@ export interface SinkOptions {
   rotation: RotationPolicy;
   /** Sources whose events also merge into silver/<source>_latest (one row per entity key). */
   entitySources: ReadonlySet<string>;
+  /**
+   * Consumer-group members in this process. kafkajs fetches for a member only once every batch of its
+   * previous fetch is committed, so with one member the sink idles while it fetches and the broker
+   * idles while it writes; a second member fetches while the first writes.
+   */
+  consumers: number;
+  /** Partitions each member processes at the same time (its fetch holds this many partitions' worth). */
   partitionsConcurrently: number;
   maxBytesPerPartition: number;
   dedupeRetentionDays: number;
@@ -41,6 +48,19 @@ interface Rejected {
   rejection: Rejection;
 }
 
+/** One consumer-group member of this sink, with what it knows of its own assignment. */
+interface Member {
+  consumer: Consumer;
+  /** The fencing epoch it took for each partition at its last group join (see fence.ts). */
+  epochs: Promise<Map<string, string>>;
+  /**
+   * Per folder and topic-partition: files already there when it first wrote the folder since it was
+   * given the partition, by first offset (see removeSuperseded). Forgotten on a rebalance and when a
+   * batch fails, since either may leave files this list does not know.
+   */
+  earlierFiles: Map<string, Map<string, bigint>>;
+}
+
 /**
  * The sink: per fetched batch of one topic-partition, decode → gate (rejects to the DLQ) → dedupe →
  * bronze and silver files, durable → commit the batch's offsets. Nothing is committed before the files
@@ -48,7 +68,7 @@ interface Rejected {
  * offset, which rewrites the same files.
  */
 export class Sink {
-  private readonly consumer: Consumer;
+  private readonly members: Member[];
   private readonly producer: Producer;
   private expiryTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
@@ -62,14 +82,6 @@ export class Sink {
   /** How to read each writer schema, by id (immutable in the registry). */
   private readonly readers = new Map<number, Reader>();
   /**
-   * Per folder and topic-partition: files already there when this sink first wrote the folder since
-   * it was given the partition, by first offset (see removeSuperseded). Forgotten on a rebalance and
-   * when a batch fails, since either may leave files this list does not know.
-   */
-  private readonly earlierFiles = new Map<string, Map<string, bigint>>();
-  /** The fencing epoch this sink took for each partition at its last group join (see fence.ts). */
-  private epochs: Promise<Map<string, string>> = Promise.resolve(new Map());
-  /**
    * Test hook: CONVEYOR_FAILPOINT names a point (sink-stop-before-fence, sink-stop-before-write) where
    * the process stops itself (SIGSTOP) the first time it gets there, as a sink stalled by the machine.
    */
@@ -77,18 +89,22 @@ export class Sink {
   private readonly m;
 
   constructor(private readonly options: SinkOptions) {
-    this.consumer = options.kafka.consumer({
-      groupId: options.groupId,
-      readUncommitted: false,
-      maxBytesPerPartition: options.maxBytesPerPartition,
-      // One batch per lane: kafkajs fetches again only when every batch of a fetch is done, so a fetch
-      // of fewer partitions than there are lanes leaves lanes idle (two of three: 10-20% slower,
-      // measured), and one of more makes the last batches wait for a lane.
-      maxBytes: options.maxBytesPerPartition * options.partitionsConcurrently,
-      maxWaitTimeInMs: 500,
-      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
-      heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
-    });
+    this.members = Array.from({ length: options.consumers }, () => ({
+      consumer: options.kafka.consumer({
+        groupId: options.groupId,
+        readUncommitted: false,
+        maxBytesPerPartition: options.maxBytesPerPartition,
+        // One batch per lane: kafkajs fetches again only when every batch of a fetch is done, so a
+        // fetch of fewer partitions than there are lanes leaves lanes idle (two of three: 10-20%
+        // slower, measured), and one of more makes the last batches wait for a lane.
+        maxBytes: options.maxBytesPerPartition * options.partitionsConcurrently,
+        maxWaitTimeInMs: 500,
+        sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+        heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
+      }),
+      epochs: Promise.resolve(new Map()),
+      earlierFiles: new Map(),
+    }));
     this.producer = options.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     const registers = [options.metrics];
     this.m = {
@@ -151,18 +167,22 @@ export class Sink {
       await admin.disconnect();
     }
     await this.producer.connect();
-    await this.consumer.connect();
-    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
-      this.earlierFiles.clear();
-      // Batches of this assignment wait for these epochs (processBatch); a failure fails them, and
-      // kafkajs's restart of the consumer joins (and takes them) again.
-      this.epochs = takeEpochs(this.options.pool, payload.memberAssignment);
-      this.epochs.catch((error) => this.options.logger.warn({ err: error }, 'taking partition epochs failed'));
-    });
-    this.consumer.on(this.consumer.events.CRASH, (event) => {
-      this.running = false;
-      this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
-    });
+    for (const [index, member] of this.members.entries()) {
+      const { consumer } = member;
+      await consumer.connect();
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+        this.options.logger.info({ consumer: index, assigned: payload.memberAssignment }, 'joined the consumer group');
+        member.earlierFiles.clear();
+        // Batches of this assignment wait for these epochs (processBatch); a failure fails them, and
+        // kafkajs's restart of the consumer joins (and takes them) again.
+        member.epochs = takeEpochs(this.options.pool, payload.memberAssignment);
+        member.epochs.catch((error) => this.options.logger.warn({ err: error }, 'taking partition epochs failed'));
+      });
+      consumer.on(consumer.events.CRASH, (event) => {
+        this.running = false;
+        this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
+      });
+    }
     await this.consume();
     if (!Array.isArray(topics)) {
       this.refreshTimer = setInterval(() => this.findNewTopics(), this.options.topicRefreshMs ?? TOPIC_REFRESH_MS);
@@ -196,13 +216,18 @@ export class Sink {
       this.options.logger.info({ pattern: String(this.options.topics) }, 'no topic matches yet; looking again');
       return;
     }
-    await this.consumer.subscribe({ topics, fromBeginning: true });
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.options.partitionsConcurrently,
-      eachBatch: (payload) => this.handleBatch(payload),
-    });
+    // Every member subscribes before any runs, and all run at once, so that they join together.
+    for (const { consumer } of this.members) await consumer.subscribe({ topics, fromBeginning: true });
+    await Promise.all(
+      this.members.map((member) =>
+        member.consumer.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: this.options.partitionsConcurrently,
+          eachBatch: (payload) => this.handleBatch(member, payload),
+        }),
+      ),
+    );
     this.consuming = true;
   }
 
@@ -223,7 +248,7 @@ export class Sink {
       const added = (await this.topicsToConsume()).filter((t) => !this.subscribed.has(t));
       if (added.length === 0 || this.stopping) return;
       this.options.logger.info({ added }, 'new topics; re-subscribing');
-      if (this.consuming) await this.consumer.stop();
+      if (this.consuming) await Promise.all(this.members.map(({ consumer }) => consumer.stop()));
       this.consuming = false;
       await this.consume();
     } catch (error) {
@@ -237,7 +262,7 @@ export class Sink {
     clearInterval(this.refreshTimer);
     await this.refresh;
     clearInterval(this.expiryTimer);
-    await this.consumer.disconnect();
+    await Promise.all(this.members.map(({ consumer }) => consumer.disconnect()));
     await this.producer.disconnect();
     this.running = false;
   }
@@ -251,20 +276,20 @@ export class Sink {
     }
   }
 
-  private async handleBatch(payload: EachBatchPayload): Promise<void> {
+  private async handleBatch(member: Member, payload: EachBatchPayload): Promise<void> {
     try {
-      await this.processBatch(payload);
+      await this.processBatch(member, payload);
     } catch (error) {
       // The retry may cut its batches elsewhere: this attempt's files must be looked for again.
       const { topic, partition } = payload.batch;
-      for (const key of [...this.earlierFiles.keys()]) {
-        if (key.endsWith(`\u0000${topic}+${partition}`)) this.earlierFiles.delete(key);
+      for (const key of [...member.earlierFiles.keys()]) {
+        if (key.endsWith(`\u0000${topic}+${partition}`)) member.earlierFiles.delete(key);
       }
       throw error;
     }
   }
 
-  private async processBatch(payload: EachBatchPayload): Promise<void> {
+  private async processBatch(member: Member, payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat } = payload;
     const { topic, partition } = batch;
     const started = process.hrtime.bigint();
@@ -282,7 +307,7 @@ export class Sink {
     // rotates inside the batch, the records before it are committed first (see bronzeUnits: that keeps
     // file names the same on any replay).
     const units = built.length > 0 ? built : [{ files: [], events: 0 }];
-    const committed = await this.writeAndCommit(payload, units, kept, next);
+    const committed = await this.writeAndCommit(member, payload, units, kept, next);
     if (!committed) return;
     resolveOffset(batch.lastOffset());
     await heartbeat();
@@ -314,13 +339,14 @@ export class Sink {
    * when the partition turned out to be another sink's: nothing more is written or committed.
    */
   private async writeAndCommit(
+    member: Member,
     { batch, heartbeat, isStale }: EachBatchPayload,
     units: BronzeUnit[],
     kept: LakeEvent[],
     next: string,
   ): Promise<boolean> {
     const { topic, partition } = batch;
-    const epoch = (await this.epochs).get(partitionKey(topic, partition));
+    const epoch = (await member.epochs).get(partitionKey(topic, partition));
     if (epoch === undefined)
       throw new Error(`no fencing epoch for ${topic}[${partition}]: not in this sink's assignment`);
     this.stopOnceAt('sink-stop-before-fence');
@@ -332,12 +358,12 @@ export class Sink {
           const last = i === units.length - 1;
           const offset = last ? next : kept[written + unit.events]!.offset;
           this.stopOnceAt('sink-stop-before-write');
-          await this.write(unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
+          await this.write(member, unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
           written += unit.events;
           from = BigInt(offset);
           // After a rebalance this partition belongs to another member: leave the commit to it.
           if (isStale()) return false;
-          await this.consumer.commitOffsets([{ topic, partition, offset }]);
+          await member.consumer.commitOffsets([{ topic, partition, offset }]);
           await heartbeat();
         }
         return true;
@@ -421,7 +447,7 @@ export class Sink {
   }
 
   /** Writes a commit unit's files durably; `range` is the offsets the unit's commit will cover. */
-  private async write(files: BronzeFile[], range: OffsetRange): Promise<void> {
+  private async write(member: Member, files: BronzeFile[], range: OffsetRange): Promise<void> {
     if (files.length === 0) return;
     const { storage, silver, entitySources, pool } = this.options;
     for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
@@ -434,7 +460,7 @@ export class Sink {
     // Silver is made from the durable bronze files (DuckDB reads them on its own thread).
     const events = await silver.writeEvents(files);
     this.m.bytes.inc({ layer: 'silver' }, events.bytes);
-    await this.removeSuperseded([...files.map((f) => f.key), ...events.keys], range);
+    await this.removeSuperseded(member, [...files.map((f) => f.key), ...events.keys], range);
 
     const bySource = new Map<string, BronzeFile[]>();
     for (const f of files) {
@@ -462,13 +488,17 @@ export class Sink {
    * Only files older than this sink's hold on the partition can be such leftovers, so each folder is
    * listed once per hold, not once per unit.
    */
-  private async removeSuperseded(written: string[], { topic, partition, from, to }: OffsetRange): Promise<void> {
+  private async removeSuperseded(
+    member: Member,
+    written: string[],
+    { topic, partition, from, to }: OffsetRange,
+  ): Promise<void> {
     const { storage } = this.options;
     const keep = new Set(written);
     const folders = new Set(written.map((k) => k.slice(0, k.lastIndexOf('/'))));
     for (const folder of folders) {
       const cacheKey = `${folder}\u0000${topic}+${partition}`;
-      let earlier = this.earlierFiles.get(cacheKey);
+      let earlier = member.earlierFiles.get(cacheKey);
       if (earlier === undefined) {
         earlier = new Map();
         for (const key of await storage.list(folder)) {
@@ -476,7 +506,7 @@ export class Sink {
           const first = firstOffsetInName(key.slice(folder.length + 1), topic, partition);
           if (first !== undefined && first >= from) earlier.set(key, first);
         }
-        this.earlierFiles.set(cacheKey, earlier);
+        member.earlierFiles.set(cacheKey, earlier);
       }
       for (const [key, first] of earlier) {
         if (first < from || first > to || keep.has(key)) continue;

@@ -155,15 +155,16 @@ const postgresTicks = () =>
       }
     }, 0);
 const postgresLocal = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(dbUrl.hostname);
-// "sink running" is logged once the consumer has joined its group.
+// Timed from the first group join the sink logs: its consumers fetch from then on, which may be
+// before it logs "sink running".
 const ready = await new Promise<number>((resolve, reject) => {
   let buffered = '';
   child.stdout?.on('data', (chunk: Buffer) => {
     buffered += chunk.toString();
-    if (buffered.includes('"msg":"sink running')) resolve(performance.now());
+    if (buffered.includes('"msg":"joined the consumer group')) resolve(performance.now());
     buffered = buffered.slice(-200);
   });
-  void exited.then((code) => reject(new Error(`sink exited with ${code} before it was running`)));
+  void exited.then((code) => reject(new Error(`sink exited with ${code} before it joined its group`)));
 });
 const startupSeconds = (ready - spawned) / 1000;
 // What the sink holds before its first batch (Node, DuckDB, the clients): the part of the peak that

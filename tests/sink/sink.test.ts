@@ -75,6 +75,11 @@ describe('sink', () => {
     const running = await startSink(kafka, pool, lake, [src.topic]);
     try {
       await waitForCommitted(kafka, running.groupId, [src.topic]);
+      // The sink's three consumers are three members of its group, sharing the three partitions.
+      const admin = kafka.admin();
+      await admin.connect();
+      const { groups } = await admin.describeGroups([running.groupId]).finally(() => admin.disconnect());
+      expect(groups[0]?.members).toHaveLength(3);
     } finally {
       await running.stop();
     }

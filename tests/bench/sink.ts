@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import avro from 'avsc';
-import { setting } from '../../libs/config/index.ts';
+import { intSetting, setting } from '../../libs/config/index.ts';
 import { recreateDatabase } from '../../libs/db/index.ts';
 import { createKafka, ensureTopics, HEADER } from '../../libs/kafka/index.ts';
 import { DEFAULT_SCHEMAS_DIR } from '../../libs/registry/contracts.ts';
@@ -207,6 +207,10 @@ const result = {
   sink_main_thread_cpu_s: Number((mainThreadTicks / 100).toFixed(1)),
   postgres_cpu_s: postgresSeconds === undefined ? null : Number(postgresSeconds.toFixed(1)),
   cores: os.availableParallelism(),
+  // The sink's shape, as its settings give it (from this environment, else the defaults).
+  sink_consumers: intSetting('SINK_CONSUMERS'),
+  partitions_per_consumer: intSetting('SINK_PARTITIONS_CONCURRENTLY'),
+  fetch_mb_per_partition: Number((intSetting('SINK_FETCH_MAX_BYTES') / 1048576).toFixed(2)),
 };
 const rows: Array<[string, string]> = [
   ['events', String(EVENTS)],
@@ -221,6 +225,10 @@ const rows: Array<[string, string]> = [
   ['sink process CPU s (incl. start-up)', String(result.sink_cpu_s)],
   ['  of which its event-loop thread', String(result.sink_main_thread_cpu_s)],
   ['Postgres CPU s during the run', result.postgres_cpu_s === null ? 'not local' : String(result.postgres_cpu_s)],
+  [
+    'consumers × partitions each × fetch MiB',
+    `${result.sink_consumers} × ${result.partitions_per_consumer} × ${result.fetch_mb_per_partition}`,
+  ],
 ];
 for (const [name, value] of rows) process.stdout.write(`${name.padEnd(42)} ${value.padStart(10)}\n`);
 process.stdout.write(`${JSON.stringify(result)}\n`);

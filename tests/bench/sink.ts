@@ -139,21 +139,35 @@ const sampler = setInterval(() => {
     // The process has exited; its last reading stands.
   }
 }, 100);
-// Postgres's CPU while the sink runs (claims, fencing), when it runs on this machine: the dedupe's
-// cost lands there, on the same cores.
-const postgresTicks = () =>
+// CPU of this machine's other processes while the sink runs: Postgres (the dedupe's claims and the
+// fencing land there) and the Kafka broker, when they run here, on the same cores.
+const processTicks = (matches: (comm: string, cmdline: string) => boolean) =>
   fs
     .readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .reduce((sum, d) => {
       try {
-        return fs.readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('postgres')
-          ? sum + ticksOf(`/proc/${d}/stat`)
-          : sum;
+        const comm = fs.readFileSync(`/proc/${d}/comm`, 'utf8');
+        const cmdline = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+        return matches(comm, cmdline) ? sum + ticksOf(`/proc/${d}/stat`) : sum;
       } catch {
         return sum;
       }
     }, 0);
+const postgresTicks = () => processTicks((comm) => comm.startsWith('postgres'));
+const brokerTicks = () => processTicks((_, cmdline) => cmdline.includes('kafka.Kafka'));
+/** The whole machine's busy and total ticks (/proc/stat): how saturated it was during the run. */
+const machineTicks = () => {
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = fs
+    .readFileSync('/proc/stat', 'utf8')
+    .split('\n')[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const busy = user! + nice! + system! + irq! + softirq! + steal!;
+  return { busy, total: busy + idle! + iowait! };
+};
 const postgresLocal = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(dbUrl.hostname);
 // Timed from the first group join the sink logs: its consumers fetch from then on, which may be
 // before it logs "sink running".
@@ -171,10 +185,16 @@ const startupSeconds = (ready - spawned) / 1000;
 // does not depend on the records.
 const startRssMb = Math.round((statusKb('VmRSS') * 1024) / 1e6);
 const postgresBefore = postgresLocal ? postgresTicks() : 0;
+const brokerBefore = brokerTicks();
+const machineBefore = machineTicks();
 await waitForCommitted(kafka, groupId, [topic], 600_000);
 const sinkSeconds = (performance.now() - ready) / 1000;
 // Backends that ended during the run are not counted: the sink's pool keeps its connections.
 const postgresSeconds = postgresLocal ? (postgresTicks() - postgresBefore) / 100 : undefined;
+const brokerAfter = brokerTicks();
+const machineAfter = machineTicks();
+const brokerSeconds = brokerAfter > 0 ? (brokerAfter - brokerBefore) / 100 : undefined;
+const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
 child.kill('SIGTERM');
 const code = await exited;
 clearInterval(sampler);
@@ -206,6 +226,9 @@ const result = {
   sink_cpu_s: Number((cpuTicks / 100).toFixed(1)),
   sink_main_thread_cpu_s: Number((mainThreadTicks / 100).toFixed(1)),
   postgres_cpu_s: postgresSeconds === undefined ? null : Number(postgresSeconds.toFixed(1)),
+  broker_cpu_s: brokerSeconds === undefined ? null : Number(brokerSeconds.toFixed(1)),
+  // Of all cores, while the sink ran: near 100 means the run was bound by the machine's CPU.
+  machine_busy_pct: Math.round(machineBusy * 100),
   cores: os.availableParallelism(),
   // The sink's shape, as its settings give it (from this environment, else the defaults).
   sink_consumers: intSetting('SINK_CONSUMERS'),
@@ -225,6 +248,8 @@ const rows: Array<[string, string]> = [
   ['sink process CPU s (incl. start-up)', String(result.sink_cpu_s)],
   ['  of which its event-loop thread', String(result.sink_main_thread_cpu_s)],
   ['Postgres CPU s during the run', result.postgres_cpu_s === null ? 'not local' : String(result.postgres_cpu_s)],
+  ['Kafka broker CPU s during the run', result.broker_cpu_s === null ? 'not local' : String(result.broker_cpu_s)],
+  ['machine busy % during the run (all cores)', String(result.machine_busy_pct)],
   [
     'consumers × partitions each × fetch MiB',
     `${result.sink_consumers} × ${result.partitions_per_consumer} × ${result.fetch_mb_per_partition}`,

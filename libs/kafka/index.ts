@@ -9,10 +9,11 @@ process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
 
 /**
  * kafkajs logs errors it retries itself (a coordinator still loading, a transaction still being
- * aborted after a crash) at ERROR; they are routine, so they go to debug.
+ * aborted after a crash, a group rebalancing while a member joins) at ERROR; they are routine, so
+ * they go to debug.
  */
 const RETRIED_BY_KAFKAJS =
-  /coordinator is loading|not the correct coordinator|coordinator is not available|concurrent operation on the same transaction|Restarting the consumer/;
+  /coordinator is loading|not the correct coordinator|coordinator is not available|concurrent operation on the same transaction|Restarting the consumer|group is rebalancing/;
 
 /** kafkajs log lines as structured pino lines of the service. */
 export function pinoLogCreator(logger: Logger): logCreator {

@@ -35,7 +35,7 @@ export async function runSink(): Promise<void> {
   const silver = await SilverWriter.create(storage, { memoryLimit: setting('SINK_DUCKDB_MEMORY') });
   const topics = list(setting('SINK_TOPICS'));
   const sink = new Sink({
-    kafka: createKafka({ clientId: 'conveyor-sink' }),
+    kafka: createKafka({ clientId: 'conveyor-sink', logger }),
     registry: new SchemaRegistryClient(),
     pool,
     storage,

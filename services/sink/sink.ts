@@ -176,11 +176,13 @@ export class Sink {
         // Batches of this assignment wait for these epochs (processBatch); a failure fails them, and
         // kafkajs's restart of the consumer joins (and takes them) again.
         member.epochs = takeEpochs(this.options.pool, payload.memberAssignment);
-        member.epochs.catch((error) => this.options.logger.warn({ err: error }, 'taking partition epochs failed'));
+        member.epochs.catch((error) =>
+          this.options.logger.warn({ consumer: index, err: error }, 'taking partition epochs failed'),
+        );
       });
       consumer.on(consumer.events.CRASH, (event) => {
         this.running = false;
-        this.options.logger.error({ err: event.payload.error }, 'sink consumer crashed');
+        this.options.logger.error({ consumer: index, err: event.payload.error }, 'sink consumer crashed');
       });
     }
     await this.consume();

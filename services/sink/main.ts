@@ -73,7 +73,7 @@ export async function runSink(): Promise<void> {
   await shutdownSignal(logger, 'writing and committing the batch in progress');
   await sink.stop();
   await ops.close();
-  silver.close();
+  await silver.close();
   await pool.end();
   logger.info('sink stopped');
 }

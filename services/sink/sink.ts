@@ -360,7 +360,8 @@ export class Sink {
           const last = i === units.length - 1;
           const offset = last ? next : kept[written + unit.events]!.offset;
           this.stopOnceAt('sink-stop-before-write');
-          await this.write(member, unit.files, { topic, partition, from, to: BigInt(offset) - 1n });
+          const events = kept.slice(written, written + unit.events);
+          await this.write(member, unit.files, events, { topic, partition, from, to: BigInt(offset) - 1n });
           written += unit.events;
           from = BigInt(offset);
           // After a rebalance this partition belongs to another member: leave the commit to it.
@@ -448,8 +449,11 @@ export class Sink {
     for (const { rejection } of rejected) this.m.dlq.inc({ reason: rejection.reason });
   }
 
-  /** Writes a commit unit's files durably; `range` is the offsets the unit's commit will cover. */
-  private async write(member: Member, files: BronzeFile[], range: OffsetRange): Promise<void> {
+  /**
+   * Writes a commit unit's files durably: bronze (`files`), then silver from the same `events`;
+   * `range` is the offsets the unit's commit will cover.
+   */
+  private async write(member: Member, files: BronzeFile[], events: LakeEvent[], range: OffsetRange): Promise<void> {
     if (files.length === 0) return;
     const { storage, silver, entitySources, pool } = this.options;
     for (let i = 0; i < files.length; i += BRONZE_WRITES_IN_FLIGHT) {
@@ -459,10 +463,9 @@ export class Sink {
       { layer: 'bronze' },
       files.reduce((sum, f) => sum + f.bytes, 0),
     );
-    // Silver is made from the durable bronze files (DuckDB reads them on its own thread).
-    const events = await silver.writeEvents(files);
-    this.m.bytes.inc({ layer: 'silver' }, events.bytes);
-    await this.removeSuperseded(member, [...files.map((f) => f.key), ...events.keys], range);
+    const eventFiles = await silver.writeEvents(events);
+    this.m.bytes.inc({ layer: 'silver' }, eventFiles.bytes);
+    await this.removeSuperseded(member, [...files.map((f) => f.key), ...eventFiles.keys], range);
 
     const bySource = new Map<string, BronzeFile[]>();
     for (const f of files) {

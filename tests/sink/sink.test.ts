@@ -47,7 +47,10 @@ function bronzeLines(root: string): Array<Record<string, unknown>> {
   );
 }
 
-/** Silver rows read with hyparquet: a reader independent of the writer (DuckDB). */
+/**
+ * Silver rows read with hyparquet. Entity datasets are written by DuckDB, so hyparquet is their
+ * independent reader; event datasets are written by hyparquet-writer, so DuckDB reads them too.
+ */
 async function silverRows(root: string, dataset: string): Promise<Array<Record<string, unknown>>> {
   const rows: Array<Record<string, unknown>> = [];
   for (const f of filesUnder(root, `silver/${dataset}`).filter((f) => f.endsWith('.parquet'))) {
@@ -105,12 +108,20 @@ describe('sink', () => {
     expect(JSON.parse(row.payload as string)).toEqual({ seq: 8, amount: 24, note: 'é 8' });
     expect((row.event_time as Date).toISOString()).toBe('2026-03-01T10:00:08.000Z');
 
-    // DuckDB, the engine analysts would point at the lake, reads the same partitions.
+    // DuckDB, the engine analysts would point at the lake (and a reader independent of the event
+    // files' writer), reads the same partitions and the same values.
     const duck = await (await DuckDBInstance.create(':memory:')).connect();
-    const counted = await duck.runAndReadAll(
-      `SELECT count(DISTINCT event_id)::INTEGER FROM read_parquet('${lake}/silver/*/date=*/*.parquet', hive_partitioning = true)`,
-    );
+    const files = `read_parquet('${lake}/silver/*/date=*/*.parquet', hive_partitioning = true)`;
+    const counted = await duck.runAndReadAll(`SELECT count(DISTINCT event_id)::INTEGER FROM ${files}`);
     expect(counted.getRowsJS()[0]![0]).toBe(400);
+    const read = await duck.runAndReadAll(
+      `SELECT payload, strftime(event_time, '%Y-%m-%dT%H:%M:%S.%g'), kafka_topic, kafka_offset::VARCHAR, "date"::VARCHAR
+       FROM ${files} WHERE event_id = '${src.source}-8'`,
+    );
+    const [payload, eventTime, topic, offset, date] = read.getRowsJS()[0]! as string[];
+    expect(JSON.parse(payload!)).toEqual({ seq: 8, amount: 24, note: 'é 8' });
+    expect([eventTime, topic, date]).toEqual(['2026-03-01T10:00:08.000', src.topic, '2026-03-01']);
+    expect(offset).toBe(String(row.kafka_offset));
     duck.closeSync();
 
     const reports = await verifyOutput(pool, new LocalDirStorage(lake), { sources: [src.source] });

@@ -160,7 +160,7 @@ export async function startSink(
     groupId,
     stop: async () => {
       await sink.stop();
-      silver.close();
+      await silver.close();
     },
   };
 }

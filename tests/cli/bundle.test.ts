@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectPath } from '../../libs/config/index.ts';
 import { runCli } from './run-cli.ts';
@@ -20,10 +21,33 @@ describe('the CLI bundle', () => {
     expect(fs.statSync(BUNDLE).mtimeMs).toBeGreaterThan(built);
   });
 
-  it('has a source map back to the TypeScript files, so stack traces name them', () => {
-    const map = JSON.parse(fs.readFileSync(`${BUNDLE}.map`, 'utf8')) as { sources: string[] };
-    expect(map.sources).toContain('../libs/lake/event.ts');
+  it('has source maps back to the TypeScript files, so stack traces name them', () => {
+    const dir = path.dirname(BUNDLE);
+    const sources = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.mjs.map'))
+      .flatMap((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { sources: string[] }).sources);
+    expect(sources).toContain('../libs/lake/event.ts');
+    expect(sources).toContain('../services/cli/src/main.ts');
     expect(fs.readFileSync(BUNDLE, 'utf8')).toMatch(/\/\/# sourceMappingURL=conveyor\.mjs\.map\s*$/);
+  });
+
+  it("loads each command's packages only when it runs: the entry imports none of the webhook, puller or DuckDB ones", () => {
+    const entryImports = [...fs.readFileSync(BUNDLE, 'utf8').matchAll(/^import [^;]*? from "([^".][^"]*)";/gms)].map(
+      (m) => m[1],
+    );
+    expect(entryImports).toContain('commander');
+    for (const lazy of [
+      'ajv',
+      'undici',
+      'yaml',
+      'cli-progress',
+      'standardwebhooks',
+      '@duckdb/node-api',
+      'hyparquet-writer',
+    ]) {
+      expect(entryImports).not.toContain(lazy);
+    }
   });
 
   it('finds the project folders from the bundle (here: the migrations)', async () => {

@@ -1,13 +1,6 @@
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import {
-  type DemoOptions,
-  type DemoProgress,
-  type DemoReport,
-  runDemo,
-  STAGES,
-  type StageName,
-} from '../../demo/demo.ts';
+import type { DemoOptions, DemoProgress, DemoReport, runDemo, StageName } from '../../demo/demo.ts';
 
 interface DemoFlags {
   name?: string;
@@ -31,9 +24,12 @@ function count(flag: string, value: string, min: number): number {
 }
 
 /** Bars on a terminal; on a pipe or in CI, a plain line per stage every few seconds and when it completes. */
-function progressReporter(): DemoProgress & { stop(): void } {
+function progressReporter(
+  progressBars: typeof cliProgress,
+  stages: readonly StageName[],
+): DemoProgress & { stop(): void } {
   if (process.stderr.isTTY) {
-    const multi = new cliProgress.MultiBar(
+    const multi = new progressBars.MultiBar(
       {
         stream: process.stderr,
         format: ' {stage} |{bar}| {value}/{total}',
@@ -41,14 +37,14 @@ function progressReporter(): DemoProgress & { stop(): void } {
         hideCursor: true,
         clearOnComplete: false,
       },
-      cliProgress.Presets.shades_classic,
+      progressBars.Presets.shades_classic,
     );
-    const bars = new Map<StageName, cliProgress.SingleBar>();
-    for (const stage of STAGES) bars.set(stage, multi.create(1, 0, { stage: stage.padEnd(9) }));
+    const byStage = new Map<StageName, cliProgress.SingleBar>();
+    for (const stage of stages) byStage.set(stage, multi.create(1, 0, { stage: stage.padEnd(9) }));
     return {
       log: (line) => multi.log(`${line}\n`),
       stage: (stage, value, total) => {
-        const bar = bars.get(stage)!;
+        const bar = byStage.get(stage)!;
         bar.setTotal(Math.max(total, 1));
         bar.update(value);
       },
@@ -170,10 +166,15 @@ export function registerDemoCommand(program: Command): void {
         fresh: Boolean(flags.fresh) || chaos,
         timeoutMs: count('--timeout', flags.timeout, 1) * 1000,
       };
-      const progress = progressReporter();
+      // Loaded when run, as the services are (see bin/bundle.mjs).
+      const [{ default: progressBars }, demo] = await Promise.all([
+        import('cli-progress'),
+        import('../../demo/demo.ts'),
+      ]);
+      const progress = progressReporter(progressBars, demo.STAGES);
       let run: Awaited<ReturnType<typeof runDemo>>;
       try {
-        run = await runDemo(options, progress, Boolean(flags.keepRunning));
+        run = await demo.runDemo(options, progress, Boolean(flags.keepRunning));
       } finally {
         progress.stop();
       }

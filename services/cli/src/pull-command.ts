@@ -1,13 +1,8 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { portSetting, setting } from '../../../libs/config/index.ts';
-import { createPool } from '../../../libs/db/index.ts';
-import { createMetrics, startOpsServer } from '../../../libs/observability/index.ts';
-import { DefinitionError, loadDefinitions, type SourceDefinition } from '../../puller/definition.ts';
+import type { SourceDefinition } from '../../puller/definition.ts';
 import type { PageProgress, RunStats } from '../../puller/engine.ts';
-import { newOwner } from '../../puller/lease.ts';
-import { PullMetrics } from '../../puller/metrics.ts';
-import { LeaseBusyError, pullOnce, runScheduler } from '../../puller/runner.ts';
 
 /** Exit codes for cron / Airflow / K8s: 0 done, 1 the run failed, 2 bad usage or definition, 3 already running. */
 const EXIT = { failed: 1, usage: 2, busy: 3 } as const;
@@ -46,6 +41,23 @@ export function registerPullCommand(program: Command): void {
         waitLease: string;
         quiet?: boolean;
       }) => {
+        // Loaded when run, as the services are (see bin/bundle.mjs).
+        const [
+          { createPool },
+          { createMetrics, startOpsServer },
+          { DefinitionError, loadDefinitions },
+          lease,
+          metricsModule,
+          runner,
+        ] = await Promise.all([
+          import('../../../libs/db/index.ts'),
+          import('../../../libs/observability/index.ts'),
+          import('../../puller/definition.ts'),
+          import('../../puller/lease.ts'),
+          import('../../puller/metrics.ts'),
+          import('../../puller/runner.ts'),
+        ]);
+        const { LeaseBusyError, pullOnce, runScheduler } = runner;
         let defs: Map<string, SourceDefinition>;
         try {
           defs = await loadDefinitions([path.resolve(setting('CONVEYOR_SOURCES_DIR'))]);
@@ -72,7 +84,7 @@ export function registerPullCommand(program: Command): void {
         const pool = createPool({ max: 4, applicationName: 'conveyor-pull' });
         const base = {
           pool,
-          owner: newOwner(),
+          owner: lease.newOwner(),
           leaseTtlMs: leaseSeconds * 1000,
           waitLeaseMs: waitLease * 1000,
           onPage: (p: PageProgress) =>
@@ -90,7 +102,7 @@ export function registerPullCommand(program: Command): void {
             const stop = () => controller.abort();
             process.once('SIGINT', stop);
             process.once('SIGTERM', stop);
-            const metrics = new PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
+            const metrics = new metricsModule.PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
             const ops = await startOpsServer({
               port: portSetting('PULL_PORT', process.env, { anyFree: true }),
               metrics: metrics.registry,

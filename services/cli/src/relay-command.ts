@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runRelay } from '../../relay/main.ts';
 
 export function registerRelayCommand(program: Command): void {
   program
@@ -7,5 +6,6 @@ export function registerRelayCommand(program: Command): void {
     .description(
       'Publish the outbox to Kafka (Avro, registry-checked, order per key) until SIGTERM. Several relays share the shards.',
     )
-    .action(runRelay);
+    // Loaded when run: a service loads only the packages it uses (see bin/bundle.mjs).
+    .action(async () => (await import('../../relay/main.ts')).runRelay());
 }

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runSink } from '../../sink/main.ts';
 
 export function registerSinkCommand(program: Command): void {
   program
@@ -7,5 +6,6 @@ export function registerSinkCommand(program: Command): void {
     .description(
       'Consume the event topics into the lake (bronze JSONL, silver Parquet), deduped by event id, until SIGTERM. Several sinks share the partitions.',
     )
-    .action(runSink);
+    // Loaded when run: a service loads only the packages it uses (see bin/bundle.mjs).
+    .action(async () => (await import('../../sink/main.ts')).runSink());
 }

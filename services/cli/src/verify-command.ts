@@ -1,8 +1,4 @@
 import type { Command } from 'commander';
-import { createPool } from '../../../libs/db/index.ts';
-import { LocalDirStorage } from '../../../libs/lake/storage.ts';
-import { outputDir } from '../../sink/main.ts';
-import { isClean, verifyOutput } from '../../sink/verify.ts';
 
 export function registerVerifyCommand(program: Command): void {
   program
@@ -19,6 +15,13 @@ export function registerVerifyCommand(program: Command): void {
         if (l !== 'bronze' && l !== 'silver') throw new Error(`--layer: expected bronze or silver, got "${l}"`);
         return l;
       });
+      // Loaded when run, as the services are (see bin/bundle.mjs).
+      const [{ createPool }, { LocalDirStorage }, { outputDir }, { isClean, verifyOutput }] = await Promise.all([
+        import('../../../libs/db/index.ts'),
+        import('../../../libs/lake/storage.ts'),
+        import('../../sink/main.ts'),
+        import('../../sink/verify.ts'),
+      ]);
       const pool = createPool({ max: 1, applicationName: 'conveyor-verify' });
       try {
         const storage = new LocalDirStorage(options.output ?? outputDir());

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runWebhook } from '../../webhook/main.ts';
 
 export function registerWebhookCommand(program: Command): void {
   program
@@ -7,5 +6,6 @@ export function registerWebhookCommand(program: Command): void {
     .description(
       'Serve POST /webhooks/:source (signed deliveries) and POST /ingest, /ingest/batch; answers 2xx only after commit. Runs until SIGTERM.',
     )
-    .action(runWebhook);
+    // Loaded when run: a service loads only the packages it uses (see bin/bundle.mjs).
+    .action(async () => (await import('../../webhook/main.ts')).runWebhook());
 }

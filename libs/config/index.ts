@@ -120,7 +120,7 @@ export const SETTINGS = {
   },
   SINK_DUCKDB_MEMORY: {
     default: '128MB',
-    help: "Memory limit of the sink's in-process DuckDB (the Parquet writer).",
+    help: "Memory limit of the sink's in-process DuckDB, which merges entity datasets (loaded at the first merge).",
   },
   SINK_SESSION_TIMEOUT_MS: {
     default: '30000',

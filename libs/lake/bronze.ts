@@ -16,11 +16,8 @@ export interface BronzeFile {
   bytes: number;
   records: number;
   firstOffset: string;
-  /** What the silver writer groups by: a silver file holds the bronze files of one source and date. */
+  /** The source of its records: entity merges take a source's bronze files together. */
   source: string;
-  eventDate: string;
-  /** recordFileStem of the first record: silver names its file after the first bronze file's. */
-  stem: string;
 }
 
 export function bronzeDir(event: LakeEvent): string {
@@ -130,8 +127,6 @@ function newFile(pending: PendingFile[], open: Map<string, PendingFile>, dir: st
     key: `${dir}/${stem}.jsonl`,
     firstOffset: event.offset,
     source: event.source,
-    eventDate: utcDate(event.eventTime),
-    stem,
     lines: new ByteChunks(),
     records: 0,
     firstTime: event.ingestedAt,

@@ -46,9 +46,9 @@ export function registerPullCommand(program: Command): void {
           { createPool },
           { createMetrics, startOpsServer },
           { DefinitionError, loadDefinitions },
-          lease,
-          metricsModule,
-          runner,
+          { newOwner },
+          { PullMetrics },
+          { LeaseBusyError, pullOnce, runScheduler },
         ] = await Promise.all([
           import('../../../libs/db/index.ts'),
           import('../../../libs/observability/index.ts'),
@@ -57,7 +57,6 @@ export function registerPullCommand(program: Command): void {
           import('../../puller/metrics.ts'),
           import('../../puller/runner.ts'),
         ]);
-        const { LeaseBusyError, pullOnce, runScheduler } = runner;
         let defs: Map<string, SourceDefinition>;
         try {
           defs = await loadDefinitions([path.resolve(setting('CONVEYOR_SOURCES_DIR'))]);
@@ -84,7 +83,7 @@ export function registerPullCommand(program: Command): void {
         const pool = createPool({ max: 4, applicationName: 'conveyor-pull' });
         const base = {
           pool,
-          owner: lease.newOwner(),
+          owner: newOwner(),
           leaseTtlMs: leaseSeconds * 1000,
           waitLeaseMs: waitLease * 1000,
           onPage: (p: PageProgress) =>
@@ -102,7 +101,7 @@ export function registerPullCommand(program: Command): void {
             const stop = () => controller.abort();
             process.once('SIGINT', stop);
             process.once('SIGTERM', stop);
-            const metrics = new metricsModule.PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
+            const metrics = new PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
             const ops = await startOpsServer({
               port: portSetting('PULL_PORT', process.env, { anyFree: true }),
               metrics: metrics.registry,

@@ -15,21 +15,15 @@ export interface DedupeResult {
   duplicates: LakeEvent[];
 }
 
-// Inserts the claims that are free and says only how many it inserted: when that is every candidate
-// (the usual case) nothing is sent back or looked up. A plain insert of the candidates not in the
-// table costs a fifth less Postgres time than ON CONFLICT's speculative insertion (measured with
-// 3,400-event batches); a claim committed by another sink meanwhile makes it fail whole (unique
-// violation), and then the ON CONFLICT form decides.
+// The usual batch is all new events: a plain insert of all its candidates. Any claim already there (a
+// replay finds its own; a re-publication finds another record's) fails it whole (unique violation),
+// and then the ON CONFLICT insert below decides; a replay conflicts at its first row, so that costs
+// little. Postgres's CPU for 200,000 claims in batches of 3,448: 1.5-1.9 s, against 2.7-3.4 s for an
+// insert of only the candidates a NOT EXISTS found free (side measurement).
 const INPUT = 'unnest($1::text[], $2::text[], $3::bigint[]) AS t(source, event_id, kafka_offset)';
-const CLAIM_FREE_SQL = `
-WITH inserted AS (
-  INSERT INTO sink_claims (source, event_id, topic, kafka_partition, kafka_offset)
-  SELECT source, event_id, $4, $5, kafka_offset FROM ${INPUT}
-  WHERE NOT EXISTS (SELECT 1 FROM sink_claims c WHERE c.source = t.source AND c.event_id = t.event_id)
-  ORDER BY kafka_offset
-  RETURNING 1
-)
-SELECT count(*)::integer AS inserted FROM inserted`;
+const CLAIM_ALL_SQL = `
+INSERT INTO sink_claims (source, event_id, topic, kafka_partition, kafka_offset)
+SELECT source, event_id, $4, $5, kafka_offset FROM ${INPUT}`;
 const CLAIM_SQL = `
 WITH inserted AS (
   INSERT INTO sink_claims (source, event_id, topic, kafka_partition, kafka_offset)
@@ -77,10 +71,15 @@ export async function claimEvents(pool: Pool, events: LakeEvent[]): Promise<Dedu
   const sources = arrayLiteral(candidates.map((e) => e.source));
   const eventIds = arrayLiteral(candidates.map((e) => e.eventId));
   const params = [sources, eventIds, arrayLiteral(candidates.map((e) => e.offset)), topic, partition];
-  const { rows } = await pool.query<{ inserted: number }>(CLAIM_FREE_SQL, params).catch((error) => {
-    if ((error as { code?: string }).code !== UNIQUE_VIOLATION) throw error;
-    return pool.query<{ inserted: number }>(CLAIM_SQL, params);
-  });
+  const claimedAll = await pool.query(CLAIM_ALL_SQL, params).then(
+    () => true,
+    (error: { code?: string }) => {
+      if (error.code !== UNIQUE_VIOLATION) throw error;
+      return false;
+    },
+  );
+  if (claimedAll) return { kept: candidates, duplicates };
+  const { rows } = await pool.query<{ inserted: number }>(CLAIM_SQL, params);
   if (rows[0]?.inserted === candidates.length) return { kept: candidates, duplicates };
   // Some claims were there already (a replay finds its own; a re-publication finds another record's):
   // every candidate is judged by the record that holds its claim now.

@@ -38,6 +38,16 @@ describe('dedupe claims (Postgres)', () => {
     const republished = await claimEvents(pool, events(source, range(50, 150), 1, 1000));
     expect(ids(republished.duplicates)).toEqual(ids(events(source, range(50, 100), 1)));
     expect(ids(republished.kept)).toEqual(ids(events(source, range(100, 150), 1)));
+    // A claimed id after new ones: the insert of them all fails at its last row and is undone whole;
+    // the new ones are still claimed, once each.
+    const lateConflict = await claimEvents(pool, events(source, [...range(200, 250), 0], 2, 5000));
+    expect(ids(lateConflict.kept)).toEqual(ids(events(source, range(200, 250), 2)));
+    expect(ids(lateConflict.duplicates)).toEqual([`${source}-0`]);
+    const { rows } = await pool.query<{ n: number }>(
+      'SELECT count(*)::integer AS n FROM sink_claims WHERE source = $1 AND kafka_partition = 2',
+      [source],
+    );
+    expect(rows[0]!.n).toBe(50);
   });
 
   it('gives each event one owner when sinks claim the same ids at the same time', async () => {

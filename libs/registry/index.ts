@@ -44,7 +44,7 @@ export function valueSubject(topic: string): string {
  */
 export class SchemaRegistryClient {
   readonly url: string;
-  private readonly schemasById = new Map<number, avro.Type>();
+  private readonly schemasById = new Map<number, Promise<avro.Type>>();
 
   constructor(url: string = setting('SCHEMA_REGISTRY_URL')) {
     this.url = url.replace(/\/+$/, '');
@@ -170,13 +170,20 @@ export class SchemaRegistryClient {
     return this.register(subject, schema);
   }
 
-  /** The writer schema registered under `id` (cached: ids are immutable). */
-  async typeOf(id: number): Promise<avro.Type> {
-    const cached = this.schemasById.get(id);
-    if (cached) return cached;
-    const answer = await this.call<{ schema: string }>('GET', `/schemas/ids/${id}`);
-    const type = avro.Type.forSchema(JSON.parse(answer.schema) as avro.Schema);
-    this.schemasById.set(id, type);
+  /**
+   * The writer schema registered under `id`, cached (ids are immutable). Callers asking for the same
+   * id at once share one request: a sink's consumers all meet a new schema in their first records.
+   * A failed request is not cached; the next caller asks again.
+   */
+  typeOf(id: number): Promise<avro.Type> {
+    let type = this.schemasById.get(id);
+    if (type === undefined) {
+      type = this.call<{ schema: string }>('GET', `/schemas/ids/${id}`).then((answer) =>
+        avro.Type.forSchema(JSON.parse(answer.schema) as avro.Schema),
+      );
+      this.schemasById.set(id, type);
+      type.catch(() => this.schemasById.delete(id));
+    }
     return type;
   }
 }

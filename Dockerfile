@@ -26,5 +26,7 @@ RUN node services/cli/bin/conveyor.mjs --help > /dev/null \
 USER node
 VOLUME ["/data"]
 
-ENTRYPOINT ["node", "services/cli/bin/conveyor.mjs"]
+# The launcher, as `npx conveyor` runs it: it gives node the flags a command needs (the sink's smaller
+# young generation, which keeps it under 256 MB).
+ENTRYPOINT ["services/cli/bin/conveyor"]
 CMD ["--help"]

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { request } from 'undici';
 import { projectPath } from '../../libs/config/index.ts';
 
-const CLI = projectPath('services', 'cli', 'bin', 'conveyor.mjs');
+// The launcher, as users start it: it gives node the flags a command needs.
+const CLI = projectPath('services', 'cli', 'bin', 'conveyor');
 
 /** A free TCP port on 127.0.0.1, so the demo's services never collide with anything already running. */
 export function freePort(): Promise<number> {
@@ -63,7 +64,7 @@ export class ServiceProcess {
   async start(timeoutMs = 60_000): Promise<void> {
     fs.mkdirSync(path.dirname(this.logFile), { recursive: true });
     const log = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [CLI, this.name], { env: this.env, stdio: ['ignore', log, log] });
+    const child = spawn(CLI, [this.name], { env: this.env, stdio: ['ignore', log, log] });
     fs.closeSync(log);
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));

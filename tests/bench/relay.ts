@@ -22,7 +22,7 @@ const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
 const RATE_EVENTS_PER_S = 1000;
 const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 15);
 const BATCH = intSetting('RELAY_BATCH_SIZE', process.env, 1);
-const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor.mjs');
+const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor');
 const run = Math.random().toString(36).slice(2, 8);
 
 function log(line: string): void {
@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const payloadBytes = Number(sizeRows[0]!.bytes);
 
   log('publishing with `conveyor relay` ...');
-  const relay: ChildProcess = spawn(process.execPath, [BIN, 'relay'], {
+  const relay: ChildProcess = spawn(BIN, ['relay'], {
     env: { ...process.env, DATABASE_URL: databaseUrl, RELAY_PORT: '0', RELAY_AUTO_REGISTER: 'true', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

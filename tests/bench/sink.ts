@@ -26,7 +26,7 @@ const ROUNDS = Number(process.env.BENCH_SINK_ROUNDS ?? 1);
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1)
   throw new Error(`BENCH_SINK_ROUNDS must be a positive integer, got ${process.env.BENCH_SINK_ROUNDS}`);
 const PARTITIONS = 6;
-const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor.mjs');
+const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor');
 
 const dbUrl = new URL(setting('DATABASE_URL'));
 dbUrl.pathname = '/conveyor_bench_sink';
@@ -160,7 +160,7 @@ interface SinkRound {
 /**
  * The sink as its own process (`conveyor sink`), so its peak RSS is its own: decode, gate, dedupe
  * (Postgres), bronze + silver (fsync), commit. It runs with its own settings (SINK_* from the
- * environment, else the defaults). Extra node flags (e.g. --cpu-prof) via BENCH_SINK_NODE_ARGS.
+ * environment, else the defaults).
  */
 async function measureSink(): Promise<SinkRound> {
   // A new database each time, as the other benchmarks do: claims of earlier runs (200,000 each)
@@ -169,22 +169,23 @@ async function measureSink(): Promise<SinkRound> {
   const lake = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-bench-lake-'));
   const groupId = uniqueName('bench-sink');
   const spawned = performance.now();
-  const child = spawn(
-    process.execPath,
-    [...(process.env.BENCH_SINK_NODE_ARGS ?? '').split(' ').filter(Boolean), BIN, 'sink'],
-    {
-      env: {
-        ...process.env,
-        DATABASE_URL: dbUrl.toString(),
-        SINK_TOPICS: topic,
-        SINK_GROUP_ID: groupId,
-        SINK_OUTPUT_DIR: lake,
-        SINK_PORT: '0',
-        LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
+  // Started as `npx conveyor sink` starts it (the launcher gives node the sink's flags). Extra node
+  // flags (e.g. --cpu-prof, or another --max-semi-space-size, which then replaces the launcher's) via
+  // BENCH_SINK_NODE_ARGS, passed as NODE_OPTIONS.
+  const nodeOptions = [process.env.NODE_OPTIONS, process.env.BENCH_SINK_NODE_ARGS].filter(Boolean).join(' ');
+  const child = spawn(BIN, ['sink'], {
+    env: {
+      ...process.env,
+      NODE_OPTIONS: nodeOptions,
+      DATABASE_URL: dbUrl.toString(),
+      SINK_TOPICS: topic,
+      SINK_GROUP_ID: groupId,
+      SINK_OUTPUT_DIR: lake,
+      SINK_PORT: '0',
+      LOG_LEVEL: 'info',
     },
-  );
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   // Peak resident set of the sink process alone (Linux: VmHWM, its high-water mark), and its CPU
   // time (user + system, all threads: a figure less sensitive than events/s to what else runs).

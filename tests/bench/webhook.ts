@@ -25,7 +25,7 @@ const BATCH_EVENTS = 500;
 const BATCH_CONNECTIONS = 4;
 const SECRET = 'bench-secret';
 const SELF = new URL(import.meta.url).pathname;
-const BIN = new URL('../../services/cli/bin/conveyor.mjs', import.meta.url).pathname;
+const BIN = new URL('../../services/cli/bin/conveyor', import.meta.url).pathname;
 
 interface LoadResult {
   req_per_s: number;
@@ -120,8 +120,9 @@ async function noopMode(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ port: (app.server.address() as { port: number }).port })}\n`);
 }
 
-function child(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+/** `command` is node (with `args`), or the CLI file, which node runs with the CLI's own flags. */
+function child(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
 /** Resolves with the first stdout line matching `pattern`; the rest of stdout is drained. */
@@ -145,7 +146,16 @@ function firstLine(proc: ChildProcess, pattern: RegExp): Promise<RegExpExecArray
 }
 
 async function load(url: string, kind: Kind, connections: number, seconds = SECONDS): Promise<LoadResult> {
-  const proc = child(['--import', 'tsx', SELF, '--load', url, kind, String(connections), String(seconds)]);
+  const proc = child(process.execPath, [
+    '--import',
+    'tsx',
+    SELF,
+    '--load',
+    url,
+    kind,
+    String(connections),
+    String(seconds),
+  ]);
   const match = await firstLine(proc, /^(\{.*\})$/m);
   return JSON.parse(match[1]!) as LoadResult;
 }
@@ -191,7 +201,7 @@ async function main(): Promise<void> {
   const poolMax = intSetting('WEBHOOK_DB_POOL_MAX', process.env, 1);
 
   log('starting conveyor webhook ...');
-  const service = child([BIN, 'webhook'], {
+  const service = child(BIN, ['webhook'], {
     DATABASE_URL: databaseUrl,
     WEBHOOK_PORT: '0',
     WEBHOOK_SOURCES_FILE: '',
@@ -217,7 +227,7 @@ async function main(): Promise<void> {
   log(`ceiling: bare Postgres, ${CONNECTIONS} concurrent, pool ${poolMax}, ${SECONDS} s ...`);
   const bare = await barePostgres(databaseUrl, poolMax);
   log(`ceiling: Fastify no-op route, ${CONNECTIONS} connections, ${SECONDS} s ...`);
-  const noopServer = child(['--import', 'tsx', SELF, '--noop']);
+  const noopServer = child(process.execPath, ['--import', 'tsx', SELF, '--noop']);
   const noopPort = Number((await firstLine(noopServer, /"port":(\d+)/))[1]);
   const noop = await load(`http://127.0.0.1:${noopPort}`, 'noop', CONNECTIONS);
   noopServer.kill('SIGTERM');

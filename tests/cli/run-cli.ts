@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 
-const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor.mjs');
+const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor');
 
 export interface CliResult {
   code: number | null;
@@ -10,9 +10,15 @@ export interface CliResult {
 }
 
 /** Runs `conveyor <args>` as a user would, in its own process. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 120_000,
+  command = BIN,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    // The launcher, as npx runs it (it gives node the flags a command needs).
+    const child = spawn(command, args, { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {

@@ -16,6 +16,13 @@ describe('local directory storage', () => {
     expect(await storage.list('a')).toEqual(['a/b/c.jsonl']);
   });
 
+  it('writes chunks in order, more of them than one writev takes, empty ones included', async () => {
+    const storage = new LocalDirStorage(root());
+    const chunks = Array.from({ length: 2500 }, (_, i) => Buffer.from(i % 7 === 0 ? '' : `${i},`));
+    await storage.put('many.txt', chunks);
+    expect((await storage.read('many.txt')).equals(Buffer.concat(chunks))).toBe(true);
+  });
+
   it('writes into a folder that was removed after an earlier write made it', async () => {
     const storage = new LocalDirStorage(root());
     await storage.put('a/b/c.jsonl', 'one\n');

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import avro from 'avsc';
 import type { LakeEvent } from '../../libs/lake/event.ts';
+import { scanJsonObject } from './json-scan.ts';
 
 /** Why a record went to the DLQ. Each is a metric label and the value of the DLQ reason header. */
 export type RejectReason =
@@ -52,15 +53,38 @@ function time(value: unknown, field: string, reason: RejectReason): number {
   return ms;
 }
 
-/** updated_at in a payload: an ISO-8601 string or epoch milliseconds. */
-function updatedAt(payload: Record<string, unknown>, fallback: number): number {
-  const raw = payload.updated_at;
+/** A payload's updated_at (raw: as JSON reads it): an ISO-8601 string or epoch milliseconds. */
+function updatedAt(raw: unknown, fallback: number): number {
   if (raw === undefined || raw === null) return fallback;
   const ms = typeof raw === 'number' ? raw : typeof raw === 'string' ? Date.parse(raw) : Number.NaN;
   if (!Number.isFinite(ms) || ms < MIN_TIME || ms > MAX_TIME) {
     throw new Rejection('bad_updated_at', `payload.updated_at is not a valid time: ${JSON.stringify(raw)}`);
   }
   return ms;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * A JSON-text payload's updated_at, or a Rejection when the text is not a JSON object. The scan
+ * (json-scan.ts) answers for objects, the usual case, without building the value; anything else is
+ * read by JSON.parse, whose reading decides and names what is wrong.
+ */
+function updatedAtInText(bytes: Buffer): unknown {
+  const scan = scanJsonObject(bytes, 'updated_at');
+  if (scan.object) {
+    const { member } = scan;
+    return member && JSON.parse(bytes.toString('utf8', member.start, member.end));
+  }
+  let payload: unknown;
+  try {
+    payload = JSON.parse(bytes.toString());
+  } catch (error) {
+    throw new Rejection('bad_payload', `payload is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!isObject(payload)) throw new Rejection('bad_payload', 'payload is not a JSON object');
+  return payload.updated_at;
 }
 
 /**
@@ -77,23 +101,18 @@ export function checkEnvelope(value: Record<string, unknown>, at: RecordPosition
   const ingestedAt = time(value.ingested_at, 'ingested_at', 'bad_ingested_at');
   // Bytes (a JSON-string payload read as Avro bytes, see readerFor), text, or a typed record.
   let payloadOut: Buffer | string;
-  let payload: unknown;
-  if (Buffer.isBuffer(value.payload) || typeof value.payload === 'string') {
+  let updatedRaw: unknown;
+  if (Buffer.isBuffer(value.payload)) {
     payloadOut = value.payload;
-    if (typeof payloadOut !== 'string' && !isUtf8(payloadOut)) {
-      throw new Rejection('bad_payload', 'payload is not valid UTF-8');
-    }
-    try {
-      payload = JSON.parse(payloadOut.toString());
-    } catch (error) {
-      throw new Rejection('bad_payload', `payload is not valid JSON: ${(error as Error).message}`);
-    }
+    if (!isUtf8(payloadOut)) throw new Rejection('bad_payload', 'payload is not valid UTF-8');
+    updatedRaw = updatedAtInText(payloadOut);
+  } else if (typeof value.payload === 'string') {
+    payloadOut = value.payload;
+    updatedRaw = updatedAtInText(Buffer.from(payloadOut));
   } else {
-    payload = value.payload;
-    payloadOut = JSON.stringify(payload);
-  }
-  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
-    throw new Rejection('bad_payload', 'payload is not a JSON object');
+    if (!isObject(value.payload)) throw new Rejection('bad_payload', 'payload is not a JSON object');
+    updatedRaw = value.payload.updated_at;
+    payloadOut = JSON.stringify(value.payload);
   }
   const lineage: Record<string, string> = {};
   const given = value.lineage as Record<string, unknown> | undefined;
@@ -105,7 +124,7 @@ export function checkEnvelope(value: Record<string, unknown>, at: RecordPosition
     entityKey,
     eventTime,
     ingestedAt,
-    updatedAt: updatedAt(payload as Record<string, unknown>, eventTime),
+    updatedAt: updatedAt(updatedRaw, eventTime),
     payload: payloadOut,
     lineage,
     topic: at.topic,

@@ -27,6 +27,11 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1)
   throw new Error(`BENCH_SINK_ROUNDS must be a positive integer, got ${process.env.BENCH_SINK_ROUNDS}`);
 const PARTITIONS = 6;
 const BIN = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor');
+const CLI = path.resolve(import.meta.dirname, '../../services/cli/bin/conveyor.mjs');
+/** The node flags the launcher gives `sink` (services/cli/bin/conveyor), each `--name=value`. */
+const SINK_NODE_FLAGS = [...fs.readFileSync(BIN, 'utf8').matchAll(/flags="[^"]*?(--[a-z0-9-]+=\d+)"/g)].map(
+  (m) => m[1]!,
+);
 
 const dbUrl = new URL(setting('DATABASE_URL'));
 dbUrl.pathname = '/conveyor_bench_sink';
@@ -169,14 +174,16 @@ async function measureSink(): Promise<SinkRound> {
   const lake = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-bench-lake-'));
   const groupId = uniqueName('bench-sink');
   const spawned = performance.now();
-  // Started as `npx conveyor sink` starts it (the launcher gives node the sink's flags). Extra node
-  // flags (e.g. --cpu-prof, or another --max-semi-space-size, which then replaces the launcher's) via
-  // BENCH_SINK_NODE_ARGS, passed as NODE_OPTIONS.
-  const nodeOptions = [process.env.NODE_OPTIONS, process.env.BENCH_SINK_NODE_ARGS].filter(Boolean).join(' ');
-  const child = spawn(BIN, ['sink'], {
+  // Started as `npx conveyor sink` starts it: the launcher gives node the sink's flags. With
+  // BENCH_SINK_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, flags NODE_OPTIONS refuses),
+  // node is started directly with those and the launcher's flags that they do not set themselves.
+  const nodeArgs = (process.env.BENCH_SINK_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const launcherFlags = SINK_NODE_FLAGS.filter((flag) => !nodeArgs.some((a) => a.startsWith(flag.split('=')[0]!)));
+  const [command, args] =
+    nodeArgs.length === 0 ? [BIN, ['sink']] : [process.execPath, [...launcherFlags, ...nodeArgs, CLI, 'sink']];
+  const child = spawn(command, args, {
     env: {
       ...process.env,
-      NODE_OPTIONS: nodeOptions,
       DATABASE_URL: dbUrl.toString(),
       SINK_TOPICS: topic,
       SINK_GROUP_ID: groupId,

@@ -20,14 +20,16 @@ async function nodeFlags(args: string[], nodeOptions = ''): Promise<string[]> {
 }
 
 describe('the conveyor launcher', () => {
-  it('starts the sink with a small young generation, and other commands with node as it is', async () => {
-    expect(await nodeFlags(['sink', '--help'])).toEqual(['--max-semi-space-size=4']);
+  it('starts the sink with a small young generation and one V8 helper thread, other commands with node as it is', async () => {
+    expect(await nodeFlags(['sink', '--help'])).toEqual(['--max-semi-space-size=4', '--v8-pool-size=1']);
     expect(await nodeFlags(['relay', '--help'])).toEqual([]);
     expect(await nodeFlags(['--help'])).toEqual([]);
   });
 
-  it("leaves the young generation to a --max-semi-space-size in the user's NODE_OPTIONS", async () => {
-    expect(await nodeFlags(['sink', '--help'], '--max-semi-space-size=8')).toEqual([]);
+  it("leaves each flag to the user's NODE_OPTIONS when they set it", async () => {
+    expect(await nodeFlags(['sink', '--help'], '--max-semi-space-size=8')).toEqual(['--v8-pool-size=1']);
+    expect(await nodeFlags(['sink', '--help'], '--v8-pool-size=2')).toEqual(['--max-semi-space-size=4']);
+    expect(await nodeFlags(['sink', '--help'], '--v8-pool-size=2 --max-semi-space-size=8')).toEqual([]);
   });
 
   it('runs from a link to it, as node_modules/.bin/conveyor is', async () => {

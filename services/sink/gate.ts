@@ -142,9 +142,9 @@ export function wireId(value: Buffer | null): number {
   return value.readUInt32BE(1);
 }
 
-/** How the sink decodes the records of one writer schema (the part after the 5-byte wire header). */
+/** How the sink decodes the records of one writer schema: the Avro body from `start` to the end. */
 export interface Reader {
-  decode(body: Buffer): Record<string, unknown>;
+  decode(record: Buffer, start: number): Record<string, unknown>;
 }
 
 type Field = { name: string; type: unknown };
@@ -165,7 +165,13 @@ function decodeAt(type: avro.Type, bytes: Buffer, at: number): { value: unknown;
  * be UTF-8 and the gate checks that (checkEnvelope). Other writer schemas are read by avsc as they are.
  */
 export function readerFor(writer: avro.Type): Reader {
-  const whole: Reader = { decode: (bytes) => writer.fromBuffer(bytes) as Record<string, unknown> };
+  const whole: Reader = {
+    decode(bytes, start) {
+      const { value, offset } = decodeAt(writer, bytes, start);
+      if (offset !== bytes.length) throw new Error('trailing data');
+      return value as Record<string, unknown>;
+    },
+  };
   const schema = writer.schema() as { type?: unknown; name?: string; fields?: Field[] };
   const fields = schema.type === 'record' ? (schema.fields ?? []) : [];
   const at = fields.findIndex((f) => f.name === 'payload');
@@ -188,8 +194,8 @@ export function readerFor(writer: avro.Type): Reader {
     return whole;
   }
   return {
-    decode(bytes) {
-      const before = decodeAt(head, bytes, 0);
+    decode(bytes, start) {
+      const before = decodeAt(head, bytes, start);
       const length = decodeAt(AVRO_LONG, bytes, before.offset);
       const end = length.offset + (length.value as number);
       if ((length.value as number) < 0 || end > bytes.length) throw new Error('invalid payload length');
@@ -202,7 +208,8 @@ export function readerFor(writer: avro.Type): Reader {
 
 export function decodeWith(reader: Reader, value: Buffer): Record<string, unknown> {
   try {
-    return reader.decode(value.subarray(5));
+    // From byte 5 of the record itself: a view of the body would be one more object per record.
+    return reader.decode(value, 5);
   } catch (error) {
     throw new Rejection('decode_failed', `Avro decoding failed: ${(error as Error).message}`, 'AvroDecodeError');
   }

@@ -89,7 +89,7 @@ export function encodeEvents(events: readonly LakeEvent[]): Uint8Array {
       { name: 'payload', data: column((e) => e.payload), encoding: 'PLAIN', statistics: false },
       { name: 'kafka_topic', data: column((e) => e.topic) },
       { name: 'kafka_partition', data: Int32Array.from(events, (e) => e.partition) },
-      { name: 'kafka_offset', data: BigInt64Array.from(events, (e) => BigInt(e.offset)) },
+      { name: 'kafka_offset', data: column((e) => BigInt(e.offset)) },
     ],
     // hyparquet-writer's own Snappy: its output depends on the input alone, so a replay writes the
     // same bytes. (hysnappy's WebAssembly one, a third faster, kept state between calls: a replayed

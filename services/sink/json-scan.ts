@@ -118,7 +118,9 @@ function keyIs(bytes: Uint8Array, start: number, end: number, name: MemberName):
   for (let k = 0; same && k < utf8.length; k++) same = bytes[start + 1 + k] === utf8[k];
   if (same) return true;
   // An escaped key (rare) may still spell the name: read it as JSON.parse would.
-  if (bytes.subarray(start + 1, end - 1).indexOf(BACKSLASH) === -1) return false;
+  let escaped = false;
+  for (let k = start + 1; !escaped && k < end - 1; k++) escaped = bytes[k] === BACKSLASH;
+  if (!escaped) return false;
   return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString()) === name.text;
 }
 

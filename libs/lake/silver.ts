@@ -89,6 +89,7 @@ export function encodeEvents(events: readonly LakeEvent[]): Uint8Array {
       { name: 'payload', data: column((e) => e.payload), encoding: 'PLAIN', statistics: false },
       { name: 'kafka_topic', data: column((e) => e.topic) },
       { name: 'kafka_partition', data: Int32Array.from(events, (e) => e.partition) },
+      // BigInts made once: from a BigInt64Array the writer would get a new one at every read.
       { name: 'kafka_offset', data: column((e) => BigInt(e.offset)) },
     ],
     // hyparquet-writer's own Snappy: its output depends on the input alone, so a replay writes the

@@ -42,6 +42,9 @@ export interface SinkOptions {
 
 const BRONZE_WRITES_IN_FLIGHT = 8;
 const TOPIC_REFRESH_MS = 10_000;
+/** Dedupe claim expiry: first a minute after start, then every ten minutes. */
+const EXPIRY_FIRST_MS = 60_000;
+const EXPIRY_EVERY_MS = 600_000;
 
 interface Rejected {
   message: KafkaMessage;
@@ -70,7 +73,10 @@ interface Member {
 export class Sink {
   private readonly members: Member[];
   private readonly producer: Producer;
+  private expiryStart: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** A claim expiry in progress (one at a time), awaited by stop(). */
+  private expiry: Promise<void> | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   /** A look for new topics (and re-subscription) in progress, awaited by stop(). */
   private refresh: Promise<void> | undefined;
@@ -191,9 +197,11 @@ export class Sink {
       this.refreshTimer.unref();
     }
     this.running = true;
-    const day = 24 * 3600_000;
     if (this.options.dedupeRetentionDays > 0) {
-      this.expiryTimer = setInterval(() => void this.expire(), Math.min(day, 600_000));
+      // A first run soon after start: a sink restarted more often than every ten minutes still expires.
+      this.expiryStart = setTimeout(() => this.expire(), EXPIRY_FIRST_MS);
+      this.expiryStart.unref();
+      this.expiryTimer = setInterval(() => this.expire(), EXPIRY_EVERY_MS);
       this.expiryTimer.unref();
     }
   }
@@ -263,19 +271,26 @@ export class Sink {
     this.stopping = true;
     clearInterval(this.refreshTimer);
     await this.refresh;
+    clearTimeout(this.expiryStart);
     clearInterval(this.expiryTimer);
+    await this.expiry;
     await Promise.all(this.members.map(({ consumer }) => consumer.disconnect()));
     await this.producer.disconnect();
     this.running = false;
   }
 
-  private async expire(): Promise<void> {
-    try {
-      const removed = await expireClaims(this.options.pool, this.options.dedupeRetentionDays);
-      if (removed > 0) this.options.logger.info({ removed }, 'expired dedupe claims');
-    } catch (error) {
-      this.options.logger.warn({ err: error }, 'dedupe claim expiry failed; will retry');
-    }
+  private expire(): void {
+    if (this.expiry || this.stopping) return;
+    const started = performance.now();
+    this.expiry = expireClaims(this.options.pool, this.options.dedupeRetentionDays, { stopped: () => this.stopping })
+      .then((removed) => {
+        const seconds = Number(((performance.now() - started) / 1000).toFixed(1));
+        if (removed > 0) this.options.logger.info({ removed, seconds }, 'expired dedupe claims');
+      })
+      .catch((error) => this.options.logger.warn({ err: error }, 'dedupe claim expiry failed; will retry'))
+      .finally(() => {
+        this.expiry = undefined;
+      });
   }
 
   private async handleBatch(member: Member, payload: EachBatchPayload): Promise<void> {

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LakeEvent } from '../../libs/lake/event.ts';
-import { claimEvents } from '../../services/sink/dedupe.ts';
+import { claimEvents, expireClaims } from '../../services/sink/dedupe.ts';
 import { testPool, uniqueName } from '../helpers/real-stack.ts';
 
 function events(source: string, ids: number[], partition: number, firstOffset = 0): LakeEvent[] {
@@ -66,5 +66,36 @@ describe('dedupe claims (Postgres)', () => {
       );
       expect(rows[0]!.n).toBe((round + 1) * 500);
     }
+  });
+  it('expires every claim past the retention in one run, however many batches that takes, and no other', async () => {
+    const source = uniqueName('claims-expiry');
+    // 25,000 claims eight days old and 100 fresh ones; one run with batches of 10,000 must take all
+    // the old ones (a run that stopped after one batch fell behind any real ingest rate).
+    await pool.query(
+      `INSERT INTO sink_claims (source, event_id, topic, kafka_partition, kafka_offset, claimed_at)
+       SELECT $1, 'old-' || n, 'conveyor.' || $1, 0, n, now() - interval '8 days' FROM generate_series(1, 25000) n
+       UNION ALL
+       SELECT $1, 'new-' || n, 'conveyor.' || $1, 0, 100000 + n, now() FROM generate_series(1, 100) n`,
+      [source],
+    );
+    const count = async (prefix: string) =>
+      (
+        await pool.query<{ n: number }>(
+          'SELECT count(*)::integer AS n FROM sink_claims WHERE source = $1 AND event_id LIKE $2',
+          [source, `${prefix}%`],
+        )
+      ).rows[0]!.n;
+
+    // Stopped after its first statement (the sink is shutting down): one batch went, the rest waits.
+    expect(await expireClaims(pool, 7, { batch: 10_000, pauseMs: 0, stopped: () => true })).toBe(10_000);
+    expect(await count('old-')).toBeGreaterThanOrEqual(15_000);
+
+    const removed = await expireClaims(pool, 7, { batch: 10_000, pauseMs: 0 });
+    expect(removed).toBeGreaterThanOrEqual(15_000);
+    expect(await count('old-')).toBe(0);
+    expect(await count('new-')).toBe(100);
+    // The fresh claims still catch copies: a re-publication of one of them is a duplicate.
+    const copy = events(source, [0], 3, 7).map((e) => ({ ...e, eventId: 'new-1' }));
+    expect((await claimEvents(pool, copy)).duplicates).toHaveLength(1);
   });
 });

@@ -74,14 +74,52 @@ export async function readDlq(kafka: Kafka, topic = DLQ_TOPIC): Promise<DlqRecor
   }
 }
 
+/**
+ * The record that was rejected: a sink record by its original topic, partition and offset; a relay
+ * record (an outbox row, no offset yet) by its event id; else the DLQ record itself.
+ */
+function rejectedRecord(r: DlqRecord): string {
+  const h = r.headers;
+  const stage = h[DLQ_HEADER.stage] ?? '?';
+  const [topic, partition, offset] = [
+    h[DLQ_HEADER.originalTopic],
+    h[DLQ_HEADER.originalPartition],
+    h[DLQ_HEADER.originalOffset],
+  ];
+  if (topic && partition && offset) return `${stage}\u0000${topic}\u0000${partition}\u0000${offset}`;
+  const eventId = h[HEADER.eventId];
+  if (eventId) return `${stage}\u0000${topic ?? ''}\u0000${eventId}`;
+  return `dlq\u0000${r.partition}\u0000${r.offset}`;
+}
+
+/**
+ * The first DLQ record of each rejected record, and how many more there were. A batch is dead-lettered
+ * before its offsets are committed, so one retried after a crash sends its rejects again; those copies
+ * are one rejected record, counted and replayed once.
+ */
+export function distinctRejects(records: DlqRecord[]): { records: DlqRecord[]; repeats: number } {
+  const seen = new Set<string>();
+  const first = records.filter((r) => {
+    const key = rejectedRecord(r);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  return { records: first, repeats: records.length - first.length };
+}
+
 export interface DlqSummary {
+  /** Rejected records (DLQ copies of one record count once). */
   total: number;
+  /** DLQ records that repeat a rejected record already counted. */
+  repeats: number;
   byReason: Record<string, number>;
   samples: Array<Record<string, string>>;
 }
 
-/** Counts by reason (and stage) and the first `samplesPerReason` records of each reason. */
-export function summarise(records: DlqRecord[], samplesPerReason = 3): DlqSummary {
+/** Counts of rejected records by reason (and stage) and the first `samplesPerReason` of each reason. */
+export function summarise(all: DlqRecord[], samplesPerReason = 3): DlqSummary {
+  const { records, repeats } = distinctRejects(all);
   const byReason: Record<string, number> = {};
   const samples: Array<Record<string, string>> = [];
   for (const r of records) {
@@ -98,13 +136,13 @@ export function summarise(records: DlqRecord[], samplesPerReason = 3): DlqSummar
       });
     }
   }
-  return { total: records.length, byReason, samples };
+  return { total: records.length, repeats, byReason, samples };
 }
 
 export const REPLAYED_FROM_HEADER = 'conveyor.dlq.replayed_from';
 
 export interface ReplayPlan {
-  /** Records to re-publish, by original topic. */
+  /** Records to re-publish, by original topic: each rejected record once. */
   byTopic: Map<string, DlqRecord[]>;
   /** Relay-stage records hold an outbox row, not a Kafka record: they are fixed at the outbox. */
   notReplayable: number;
@@ -115,7 +153,7 @@ export function planReplay(records: DlqRecord[], filter: { reasons?: string[]; t
   let notReplayable = 0;
   const reasons = filter.reasons ?? [];
   const topics = filter.topics ?? [];
-  for (const r of records) {
+  for (const r of distinctRejects(records).records) {
     if (reasons.length > 0 && !reasons.includes(r.headers[DLQ_HEADER.reason] ?? '')) continue;
     const topic = r.headers[DLQ_HEADER.originalTopic];
     if (topics.length > 0 && !topics.includes(topic ?? '')) continue;

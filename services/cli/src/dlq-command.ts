@@ -17,7 +17,11 @@ export function registerDlqCommands(program: Command): void {
         process.stdout.write(`${JSON.stringify(summary)}\n`);
         return;
       }
-      process.stdout.write(`${summary.total} record(s) in the DLQ\n`);
+      const repeats =
+        summary.repeats > 0
+          ? ` (and ${summary.repeats} repeat(s) of them, sent again by batches retried after a crash)`
+          : '';
+      process.stdout.write(`${summary.total} rejected record(s) in the DLQ${repeats}\n`);
       for (const [reason, count] of Object.entries(summary.byReason)) {
         process.stdout.write(`  ${reason.padEnd(32)} ${count}\n`);
       }

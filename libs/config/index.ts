@@ -96,11 +96,11 @@ export const SETTINGS = {
   },
   SINK_FILE_MAX_BYTES: {
     default: '67108864',
-    help: 'A bronze file holds at most this many bytes.',
+    help: 'A bronze file holds at most this many bytes (a single larger record gets a file of its own).',
   },
   SINK_FILE_MAX_SPAN_MS: {
     default: '3600000',
-    help: "A bronze file ends before a record ingested this long after the file's first record (record time, not the clock).",
+    help: "A bronze file ends before a record ingested this long after the file's first record (record time, not the clock); files never span two ingest hours, so only values under 3600000 change anything.",
   },
   SINK_FETCH_MAX_BYTES: {
     default: '4194304',

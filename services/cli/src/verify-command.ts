@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
 
+interface VerifyFlags {
+  source?: string[];
+  layer: string[];
+  output?: string;
+  json?: boolean;
+  memory?: string;
+}
+
 export function registerVerifyCommand(program: Command): void {
   program
     .command('verify')
@@ -10,7 +18,11 @@ export function registerVerifyCommand(program: Command): void {
     .option('--layer <layer...>', 'bronze and/or silver', ['bronze', 'silver'])
     .option('--output <dir>', 'lake root (default: SINK_OUTPUT_DIR)')
     .option('--json', 'print one JSON line per layer')
-    .action(async (options: { source?: string[]; layer: string[]; output?: string; json?: boolean }) => {
+    .option(
+      '--memory <size>',
+      "DuckDB's memory limit for the counts, e.g. 2GB (default 512MB; they spill to disk beyond it)",
+    )
+    .action(async (options: VerifyFlags) => {
       const layers = options.layer.map((l) => {
         if (l !== 'bronze' && l !== 'silver') throw new Error(`--layer: expected bronze or silver, got "${l}"`);
         return l;
@@ -25,7 +37,12 @@ export function registerVerifyCommand(program: Command): void {
       const pool = createPool({ max: 1, applicationName: 'conveyor-verify' });
       try {
         const storage = new LocalDirStorage(options.output ?? outputDir());
-        const reports = await verifyOutput(pool, storage, { sources: options.source ?? [], layers });
+        const reports = await verifyOutput(pool, storage, {
+          sources: options.source ?? [],
+          layers,
+          memoryLimit: options.memory,
+          progress: (line) => process.stderr.write(`verify: ${line}\n`),
+        });
         for (const r of reports) {
           if (options.json) {
             process.stdout.write(`${JSON.stringify(r)}\n`);

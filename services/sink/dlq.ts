@@ -21,21 +21,26 @@ function headerText(headers: IHeaders | undefined): Record<string, string> {
 }
 
 /**
- * Every committed record on the DLQ topic up to its end as of now, read by a throw-away consumer group
- * (deleted afterwards), so inspecting or replaying never moves any shared position.
+ * Every committed record on the DLQ topic up to its end as of now, handed to `each` a batch at a time
+ * (in offset order within a partition), read by a throw-away consumer group (deleted afterwards), so
+ * inspecting or replaying never moves any shared position. Only a batch is held at once, whatever
+ * the DLQ's size.
  */
-export async function readDlq(kafka: Kafka, topic = DLQ_TOPIC): Promise<DlqRecord[]> {
+export async function readDlq(
+  kafka: Kafka,
+  each: (records: DlqRecord[]) => Promise<void> | void,
+  topic = DLQ_TOPIC,
+): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   const groupId = `conveyor-dlq-reader-${randomUUID()}`;
   try {
-    if (!(await admin.listTopics()).includes(topic)) return [];
+    if (!(await admin.listTopics()).includes(topic)) return;
     const ends = new Map<number, bigint>();
     for (const p of await admin.fetchTopicOffsets(topic)) {
       if (BigInt(p.high) > BigInt(p.low)) ends.set(p.partition, BigInt(p.high));
     }
-    if (ends.size === 0) return [];
-    const records: DlqRecord[] = [];
+    if (ends.size === 0) return;
     const consumer = kafka.consumer({ groupId, readUncommitted: false });
     await consumer.connect();
     try {
@@ -46,19 +51,21 @@ export async function readDlq(kafka: Kafka, topic = DLQ_TOPIC): Promise<DlqRecor
           .run({
             eachBatch: async ({ batch }) => {
               const end = ends.get(batch.partition);
+              if (end === undefined) return;
+              const records: DlqRecord[] = [];
               for (const m of batch.messages as KafkaMessage[]) {
-                if (end !== undefined && BigInt(m.offset) < end) {
-                  records.push({
-                    partition: batch.partition,
-                    offset: m.offset,
-                    key: m.key,
-                    value: m.value,
-                    headers: headerText(m.headers),
-                  });
-                }
+                if (BigInt(m.offset) >= end) continue;
+                records.push({
+                  partition: batch.partition,
+                  offset: m.offset,
+                  key: m.key,
+                  value: m.value,
+                  headers: headerText(m.headers),
+                });
               }
+              if (records.length > 0) await each(records);
               // Transaction markers sit at offsets with no record: compare the batch's end, not the last record.
-              if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) ends.delete(batch.partition);
+              if (BigInt(batch.lastOffset()) + 1n >= end) ends.delete(batch.partition);
               if (ends.size === 0) resolve();
             },
           })
@@ -68,7 +75,6 @@ export async function readDlq(kafka: Kafka, topic = DLQ_TOPIC): Promise<DlqRecor
       await consumer.disconnect();
     }
     await admin.deleteGroups([groupId]).catch(() => undefined);
-    return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   } finally {
     await admin.disconnect();
   }
@@ -93,19 +99,25 @@ function rejectedRecord(r: DlqRecord): string {
 }
 
 /**
- * The first DLQ record of each rejected record, and how many more there were. A batch is dead-lettered
- * before its offsets are committed, so one retried after a crash sends its rejects again; those copies
- * are one rejected record, counted and replayed once.
+ * Which rejected records were seen. A batch is dead-lettered before its offsets are committed, so one
+ * retried after a crash sends its rejects again; those copies are one rejected record, counted and
+ * replayed once. Holds one short key per rejected record, not the records.
  */
-export function distinctRejects(records: DlqRecord[]): { records: DlqRecord[]; repeats: number } {
-  const seen = new Set<string>();
-  const first = records.filter((r) => {
+class RejectedRecords {
+  private readonly seen = new Set<string>();
+  /** DLQ records that repeated one seen before. */
+  repeats = 0;
+
+  /** True for the first DLQ copy of a rejected record. */
+  isFirst(r: DlqRecord): boolean {
     const key = rejectedRecord(r);
-    if (seen.has(key)) return false;
-    seen.add(key);
+    if (this.seen.has(key)) {
+      this.repeats += 1;
+      return false;
+    }
+    this.seen.add(key);
     return true;
-  });
-  return { records: first, repeats: records.length - first.length };
+  }
 }
 
 export interface DlqSummary {
@@ -117,16 +129,24 @@ export interface DlqSummary {
   samples: Array<Record<string, string>>;
 }
 
-/** Counts of rejected records by reason (and stage) and the first `samplesPerReason` of each reason. */
-export function summarise(all: DlqRecord[], samplesPerReason = 3): DlqSummary {
-  const { records, repeats } = distinctRejects(all);
-  const byReason: Record<string, number> = {};
-  const samples: Array<Record<string, string>> = [];
-  for (const r of records) {
-    const reason = `${r.headers[DLQ_HEADER.stage] ?? '?'}/${r.headers[DLQ_HEADER.reason] ?? 'unknown'}`;
-    byReason[reason] = (byReason[reason] ?? 0) + 1;
-    if (byReason[reason] <= samplesPerReason) {
-      samples.push({
+/** Counts of rejected records by reason (and stage) and the first few of each reason, a batch at a time. */
+export class DlqCounts {
+  private readonly rejected = new RejectedRecords();
+  private total = 0;
+  private readonly byReason: Record<string, number> = {};
+  private readonly samples: Array<Record<string, string>> = [];
+
+  constructor(private readonly samplesPerReason = 3) {}
+
+  add(records: DlqRecord[]): void {
+    for (const r of records) {
+      if (!this.rejected.isFirst(r)) continue;
+      this.total += 1;
+      const reason = `${r.headers[DLQ_HEADER.stage] ?? '?'}/${r.headers[DLQ_HEADER.reason] ?? 'unknown'}`;
+      const count = (this.byReason[reason] ?? 0) + 1;
+      this.byReason[reason] = count;
+      if (count > this.samplesPerReason) continue;
+      this.samples.push({
         reason,
         dlq_position: `${r.partition}:${r.offset}`,
         event_id: r.headers[HEADER.eventId] ?? '',
@@ -136,63 +156,97 @@ export function summarise(all: DlqRecord[], samplesPerReason = 3): DlqSummary {
       });
     }
   }
-  return { total: records.length, repeats, byReason, samples };
+
+  summary(): DlqSummary {
+    return { total: this.total, repeats: this.rejected.repeats, byReason: this.byReason, samples: this.samples };
+  }
+}
+
+/** `dlq inspect`: the DLQ read through once. */
+export async function inspectDlq(kafka: Kafka, samplesPerReason = 3): Promise<DlqSummary> {
+  const counts = new DlqCounts(samplesPerReason);
+  await readDlq(kafka, (records) => counts.add(records));
+  return counts.summary();
 }
 
 export const REPLAYED_FROM_HEADER = 'conveyor.dlq.replayed_from';
 
-export interface ReplayPlan {
-  /** Records to re-publish, by original topic: each rejected record once. */
-  byTopic: Map<string, DlqRecord[]>;
-  /** Relay-stage records hold an outbox row, not a Kafka record: they are fixed at the outbox. */
-  notReplayable: number;
+export interface ReplayFilter {
+  reasons?: string[];
+  topics?: string[];
 }
 
-export function planReplay(records: DlqRecord[], filter: { reasons?: string[]; topics?: string[] } = {}): ReplayPlan {
-  const byTopic = new Map<string, DlqRecord[]>();
-  let notReplayable = 0;
-  const reasons = filter.reasons ?? [];
-  const topics = filter.topics ?? [];
-  for (const r of distinctRejects(records).records) {
-    if (reasons.length > 0 && !reasons.includes(r.headers[DLQ_HEADER.reason] ?? '')) continue;
-    const topic = r.headers[DLQ_HEADER.originalTopic];
-    if (topics.length > 0 && !topics.includes(topic ?? '')) continue;
-    if (r.headers[DLQ_HEADER.stage] !== 'sink' || !topic) {
-      notReplayable += 1;
-      continue;
+/** Which DLQ records to re-publish, a batch at a time: each rejected sink record once. */
+export class ReplayPlanner {
+  private readonly rejected = new RejectedRecords();
+  /** Records planned so far, by original topic. */
+  readonly planned = new Map<string, number>();
+  /** Relay-stage records hold an outbox row, not a Kafka record: they are fixed at the outbox. */
+  notReplayable = 0;
+
+  constructor(private readonly filter: ReplayFilter = {}) {}
+
+  /** This batch's records to re-publish, by original topic. */
+  take(records: DlqRecord[]): Map<string, DlqRecord[]> {
+    const byTopic = new Map<string, DlqRecord[]>();
+    const reasons = this.filter.reasons ?? [];
+    const topics = this.filter.topics ?? [];
+    for (const r of records) {
+      if (reasons.length > 0 && !reasons.includes(r.headers[DLQ_HEADER.reason] ?? '')) continue;
+      const topic = r.headers[DLQ_HEADER.originalTopic];
+      if (topics.length > 0 && !topics.includes(topic ?? '')) continue;
+      if (!this.rejected.isFirst(r)) continue;
+      if (r.headers[DLQ_HEADER.stage] !== 'sink' || !topic) {
+        this.notReplayable += 1;
+        continue;
+      }
+      const list = byTopic.get(topic) ?? [];
+      list.push(r);
+      byTopic.set(topic, list);
+      this.planned.set(topic, (this.planned.get(topic) ?? 0) + 1);
     }
-    const list = byTopic.get(topic) ?? [];
-    list.push(r);
-    byTopic.set(topic, list);
+    return byTopic;
   }
-  return { byTopic, notReplayable };
+}
+
+export interface ReplayResult {
+  planned: Map<string, number>;
+  notReplayable: number;
+  sent: number;
 }
 
 /**
- * Re-publishes planned records to their original topics with the original key, value and headers
- * (the DLQ's own headers removed, the DLQ position added). The event id travels in the value and the
- * headers, so the sink's dedupe makes a replay of a replay harmless.
+ * `dlq replay`: re-publishes the chosen records to their original topics with the original key, value
+ * and headers (the DLQ's own headers removed, the DLQ position added), a DLQ batch at a time; with
+ * `dryRun`, only plans. The event id travels in the value and the headers, so the sink's dedupe makes a
+ * replay of a replay harmless. Records dead-lettered again while it runs are past the end it reads to.
  */
-export async function replay(kafka: Kafka, plan: ReplayPlan): Promise<number> {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
+export async function replayDlq(kafka: Kafka, filter: ReplayFilter, { dryRun = false } = {}): Promise<ReplayResult> {
+  const planner = new ReplayPlanner(filter);
+  const producer = dryRun ? undefined : kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer?.connect();
   const dlqHeaders = new Set<string>(Object.values(DLQ_HEADER));
   let sent = 0;
   try {
-    for (const [topic, records] of plan.byTopic) {
-      await producer.send({
-        topic,
-        acks: -1,
-        messages: records.map((r) => {
-          const headers: Record<string, string> = { [REPLAYED_FROM_HEADER]: `${DLQ_TOPIC}:${r.partition}:${r.offset}` };
-          for (const [name, value] of Object.entries(r.headers)) if (!dlqHeaders.has(name)) headers[name] = value;
-          return { key: r.key, value: r.value, headers };
-        }),
-      });
-      sent += records.length;
-    }
+    await readDlq(kafka, async (records) => {
+      for (const [topic, list] of planner.take(records)) {
+        if (!producer) continue;
+        await producer.send({
+          topic,
+          acks: -1,
+          messages: list.map((r) => {
+            const headers: Record<string, string> = {
+              [REPLAYED_FROM_HEADER]: `${DLQ_TOPIC}:${r.partition}:${r.offset}`,
+            };
+            for (const [name, value] of Object.entries(r.headers)) if (!dlqHeaders.has(name)) headers[name] = value;
+            return { key: r.key, value: r.value, headers };
+          }),
+        });
+        sent += list.length;
+      }
+    });
   } finally {
-    await producer.disconnect();
+    await producer?.disconnect();
   }
-  return sent;
+  return { planned: planner.planned, notReplayable: planner.notReplayable, sent };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DLQ_HEADER, HEADER } from '../../libs/kafka/index.ts';
-import { type DlqRecord, planReplay, summarise } from '../../services/sink/dlq.ts';
+import { DlqCounts, type DlqRecord, ReplayPlanner } from '../../services/sink/dlq.ts';
 
 let dlqOffset = 0;
 function dlqRecord(headers: Record<string, string>): DlqRecord {
@@ -30,7 +30,11 @@ describe('DLQ summary and replay plan', () => {
   records.push(relayReject(), relayReject(), sinkReject(3));
 
   it('counts each rejected record once, and says how many copies it left out', () => {
-    const summary = summarise(records, 5);
+    // Read in two batches, a copy in each: the counts span batches.
+    const counts = new DlqCounts(5);
+    counts.add(records.slice(0, 2));
+    counts.add(records.slice(2));
+    const summary = counts.summary();
     expect(summary.total).toBe(4);
     expect(summary.repeats).toBe(3);
     expect(summary.byReason).toEqual({ 'sink/bad_event_time': 2, 'sink/empty_event_id': 1, 'relay/encode_failed': 1 });
@@ -43,12 +47,17 @@ describe('DLQ summary and replay plan', () => {
   });
 
   it('replays each rejected sink record once; relay records are left to the outbox', () => {
-    const plan = planReplay(records);
-    expect(plan.byTopic.get('conveyor.shop')!.map((r) => r.headers[DLQ_HEADER.originalOffset])).toEqual([
-      '1',
-      '2',
-      '3',
-    ]);
-    expect(plan.notReplayable).toBe(1);
+    const planner = new ReplayPlanner();
+    const first = planner.take(records.slice(0, 2));
+    const rest = planner.take(records.slice(2));
+    const offsets = (batch: Map<string, DlqRecord[]>) =>
+      (batch.get('conveyor.shop') ?? []).map((r) => r.headers[DLQ_HEADER.originalOffset]);
+    expect([offsets(first), offsets(rest)]).toEqual([['1', '2'], ['3']]);
+    expect(planner.planned).toEqual(new Map([['conveyor.shop', 3]]));
+    expect(planner.notReplayable).toBe(1);
+
+    const filtered = new ReplayPlanner({ reasons: ['empty_event_id'] });
+    expect(offsets(filtered.take(records))).toEqual(['2']);
+    expect(new ReplayPlanner({ topics: ['conveyor.other'] }).take(records).size).toBe(0);
   });
 });

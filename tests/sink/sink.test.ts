@@ -6,7 +6,7 @@ import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
-import { planReplay, readDlq, replay } from '../../services/sink/dlq.ts';
+import { type DlqRecord, readDlq, replayDlq } from '../../services/sink/dlq.ts';
 import { isClean, verifyOutput } from '../../services/sink/verify.ts';
 import { testKafka, testPool, uniqueName } from '../helpers/real-stack.ts';
 import { startSink, TestSource, tempLake, waitForCommitted } from './stack.ts';
@@ -258,7 +258,11 @@ describe('sink', () => {
     }
     expect(bronzeLines(lake)).toHaveLength(20);
 
-    const mine = (await readDlq(kafka))
+    const dlq: DlqRecord[] = [];
+    await readDlq(kafka, (records) => {
+      dlq.push(...records);
+    });
+    const mine = dlq
       .filter((r) => r.headers[DLQ_HEADER.originalTopic] === src.topic)
       .sort((a, b) => Number(a.headers[DLQ_HEADER.originalOffset]) - Number(b.headers[DLQ_HEADER.originalOffset]));
     expect(mine.map((r) => [r.key?.toString(), r.headers[DLQ_HEADER.reason]])).toEqual([
@@ -304,12 +308,12 @@ describe('sink', () => {
     });
     await producer.disconnect();
 
-    const records = (await readDlq(kafka)).filter((r) => r.headers[DLQ_HEADER.originalTopic] === src.topic);
-    expect(planReplay(records, { reasons: ['bad_payload'] }).byTopic.size).toBe(0);
-    const plan = planReplay(records, { reasons: ['unknown_schema'], topics: [src.topic] });
-    expect(plan.byTopic.get(src.topic)).toHaveLength(1);
-    expect(await replay(kafka, plan)).toBe(1);
-    expect(await replay(kafka, plan)).toBe(1);
+    const dry = await replayDlq(kafka, { reasons: ['bad_payload'], topics: [src.topic] }, { dryRun: true });
+    expect([dry.planned.size, dry.sent]).toEqual([0, 0]);
+    const filter = { reasons: ['unknown_schema'], topics: [src.topic] };
+    expect((await replayDlq(kafka, filter, { dryRun: true })).planned).toEqual(new Map([[src.topic, 1]]));
+    expect((await replayDlq(kafka, filter)).sent).toBe(1);
+    expect((await replayDlq(kafka, filter)).sent).toBe(1);
 
     const lake = tempLake();
     const running = await startSink(kafka, pool, lake, [src.topic]);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { createKafka } from '../../../libs/kafka/index.ts';
-import { planReplay, readDlq, replay, summarise } from '../../sink/dlq.ts';
+import { inspectDlq, replayDlq } from '../../sink/dlq.ts';
 
 export function registerDlqCommands(program: Command): void {
   const dlq = program.command('dlq').description('Inspect and replay the dead-letter topic (conveyor.dlq).');
@@ -11,8 +11,7 @@ export function registerDlqCommands(program: Command): void {
     .option('--samples <n>', 'records shown per reason', '3')
     .option('--json', 'print one JSON object instead of a table')
     .action(async (options: { samples: string; json?: boolean }) => {
-      const records = await readDlq(createKafka({ clientId: 'conveyor-dlq' }));
-      const summary = summarise(records, Number(options.samples));
+      const summary = await inspectDlq(createKafka({ clientId: 'conveyor-dlq' }), Number(options.samples));
       if (options.json) {
         process.stdout.write(`${JSON.stringify(summary)}\n`);
         return;
@@ -42,19 +41,16 @@ export function registerDlqCommands(program: Command): void {
     .option('--dry-run', 'say what would be replayed, publish nothing')
     .action(async (options: { reason?: string[]; topic?: string[]; dryRun?: boolean }) => {
       const kafka = createKafka({ clientId: 'conveyor-dlq' });
-      const plan = planReplay(await readDlq(kafka), { reasons: options.reason, topics: options.topic });
-      const planned = [...plan.byTopic.values()].reduce((sum, list) => sum + list.length, 0);
-      for (const [topic, list] of plan.byTopic) process.stdout.write(`  ${topic.padEnd(40)} ${list.length}\n`);
-      if (plan.notReplayable > 0) {
+      const filter = { reasons: options.reason, topics: options.topic };
+      const { planned, notReplayable, sent } = await replayDlq(kafka, filter, { dryRun: options.dryRun });
+      for (const [topic, count] of planned) process.stdout.write(`  ${topic.padEnd(40)} ${count}\n`);
+      if (notReplayable > 0) {
         process.stdout.write(
-          `${plan.notReplayable} matching record(s) are not sink records (e.g. relay encode failures): fix them at the outbox\n`,
+          `${notReplayable} matching record(s) are not sink records (e.g. relay encode failures): fix them at the outbox\n`,
         );
       }
-      if (options.dryRun) {
-        process.stdout.write(`dry run: would replay ${planned} record(s)\n`);
-        return;
-      }
-      const sent = await replay(kafka, plan);
-      process.stdout.write(`replayed ${sent} record(s)\n`);
+      const total = [...planned.values()].reduce((sum, n) => sum + n, 0);
+      if (options.dryRun) process.stdout.write(`dry run: would replay ${total} record(s)\n`);
+      else process.stdout.write(`replayed ${sent} record(s)\n`);
     });
 }

@@ -30,6 +30,8 @@ const EXAMPLES = 5;
 // 8 million events verified in 29 s at a 646 MB peak with 256MB, 30 s and 842 MB with 512MB (2 cores);
 // 128MB was too little for the JSON reader's buffers. Twice what sufficed, for machines with more threads.
 export const DEFAULT_MEMORY = '512MB';
+/** How often a long count says how far it has got. */
+const PROGRESS_EVERY_MS = 5_000;
 /** Ids are read from Postgres this many at a time. */
 const FETCH_ROWS = 50_000;
 // As the sink's DuckDB reads bronze (libs/lake/silver.ts): a line is one Kafka record plus an envelope.
@@ -81,44 +83,60 @@ async function loadAccepted(pool: Pool, duck: DuckDBConnection, sources: string[
   progress(`${count(rows)} accepted events read from Postgres`);
 }
 
-/** Bronze lines counted by source and event id into `bronze`. */
-async function countBronze(storage: LakeStorage, duck: DuckDBConnection, sources: string[]) {
-  const files = (await storage.list('bronze')).filter((key) => {
+/** The bronze JSON line files of the sources asked for (all when none). */
+async function bronzeFiles(storage: LakeStorage, sources: string[]): Promise<string[]> {
+  return (await storage.list('bronze')).filter((key) => {
     if (!key.endsWith('.jsonl')) return false;
     const source = sourceOf(key);
     return sources.length === 0 || (source !== undefined && sources.includes(source));
   });
-  const rows =
-    files.length === 0
-      ? 'SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS event_id WHERE false'
-      : `SELECT source, event_id FROM read_json([${files.map((k) => sqlString(localPathOf(storage, k))).join(', ')}],
-           format = 'newline_delimited', columns = {source: 'VARCHAR', event_id: 'VARCHAR'},
-           maximum_object_size = ${MAX_LINE_BYTES})`;
-  try {
-    await duck.run(`CREATE TABLE bronze AS SELECT source, event_id, count(*) AS n FROM (${rows}) GROUP BY ALL`);
-  } catch (error) {
-    throw new Error(`bronze: ${(error as Error).message}`);
-  }
-  return files.length;
 }
 
-/** Rows of the silver event datasets (silver/<source>/) counted by source and event id into `silver`. */
-async function countSilver(storage: LakeStorage, duck: DuckDBConnection, sources: string[]) {
-  const files = (await storage.list('silver')).filter((key) => {
+/** The silver event dataset files (silver/<source>/, not the entity datasets) of the sources asked for. */
+async function silverFiles(storage: LakeStorage, sources: string[]): Promise<string[]> {
+  return (await storage.list('silver')).filter((key) => {
     const dataset = key.split('/')[1] ?? '';
     if (!key.endsWith('.parquet') || dataset.endsWith('_latest')) return false;
     return sources.length === 0 || sources.includes(decodeURIComponent(dataset));
   });
+}
+
+/** How DuckDB reads a layer's files (a list of quoted paths) as rows with source and event_id. */
+const READ_LAYER = {
+  bronze: (paths: string) =>
+    `read_json([${paths}], format = 'newline_delimited', columns = {source: 'VARCHAR', event_id: 'VARCHAR'},
+       maximum_object_size = ${MAX_LINE_BYTES})`,
+  silver: (paths: string) => `read_parquet([${paths}])`,
+};
+
+/**
+ * The ids in a layer's files counted by source and event id into the table named after the layer, in
+ * one statement; a line every few seconds says how far DuckDB has got.
+ */
+async function countLayer(
+  duck: DuckDBConnection,
+  storage: LakeStorage,
+  layer: LayerReport['layer'],
+  files: string[],
+  progress: (line: string) => void,
+): Promise<void> {
+  const paths = files.map((k) => sqlString(localPathOf(storage, k))).join(', ');
   const rows =
     files.length === 0
       ? 'SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS event_id WHERE false'
-      : `SELECT source, event_id FROM read_parquet([${files.map((k) => sqlString(localPathOf(storage, k))).join(', ')}])`;
+      : `SELECT source, event_id FROM ${READ_LAYER[layer](paths)}`;
+  progress(`${layer}: reading ${count(files.length)} files`);
+  const ticker = setInterval(() => {
+    const { percentage } = duck.progress;
+    if (percentage >= 0) progress(`${layer}: ${Math.floor(percentage)}% read`);
+  }, PROGRESS_EVERY_MS);
   try {
-    await duck.run(`CREATE TABLE silver AS SELECT source, event_id, count(*) AS n FROM (${rows}) GROUP BY ALL`);
+    await duck.run(`CREATE TABLE ${layer} AS SELECT source, event_id, count(*) AS n FROM (${rows}) GROUP BY ALL`);
   } catch (error) {
-    throw new Error(`silver: ${(error as Error).message}`);
+    throw new Error(`${layer}: ${(error as Error).message}`);
+  } finally {
+    clearInterval(ticker);
   }
-  return files.length;
 }
 
 function localPathOf(storage: LakeStorage, key: string): string {
@@ -189,16 +207,15 @@ export async function verifyOutput(
     preserve_insertion_order: 'false',
   });
   const duck = await instance.connect();
+  // Tracked for the progress lines (duck.progress), never printed by DuckDB itself.
+  await duck.run('SET enable_progress_bar = true; SET enable_progress_bar_print = false');
   try {
     await loadAccepted(pool, duck, sources, progress);
     const reports: LayerReport[] = [];
-    if (layers.includes('bronze')) {
-      progress(`bronze: ${count(await countBronze(storage, duck, sources))} files counted`);
-      reports.push(await compare(duck, 'bronze'));
-    }
-    if (layers.includes('silver')) {
-      progress(`silver: ${count(await countSilver(storage, duck, sources))} files counted`);
-      reports.push(await compare(duck, 'silver'));
+    for (const layer of layers) {
+      const files = layer === 'bronze' ? await bronzeFiles(storage, sources) : await silverFiles(storage, sources);
+      await countLayer(duck, storage, layer, files, progress);
+      reports.push(await compare(duck, layer));
     }
     return reports;
   } catch (error) {

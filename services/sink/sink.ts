@@ -37,6 +37,8 @@ export interface SinkOptions {
   partitionsConcurrently: number;
   maxBytesPerPartition: number;
   dedupeRetentionDays: number;
+  /** When the first claim expiry runs after start (default a minute; later runs every ten minutes). */
+  expiryFirstMs?: number;
   sessionTimeoutMs?: number;
 }
 
@@ -199,7 +201,7 @@ export class Sink {
     this.running = true;
     if (this.options.dedupeRetentionDays > 0) {
       // A first run soon after start: a sink restarted more often than every ten minutes still expires.
-      this.expiryStart = setTimeout(() => this.expire(), EXPIRY_FIRST_MS);
+      this.expiryStart = setTimeout(() => this.expire(), this.options.expiryFirstMs ?? EXPIRY_FIRST_MS);
       this.expiryStart.unref();
       this.expiryTimer = setInterval(() => this.expire(), EXPIRY_EVERY_MS);
       this.expiryTimer.unref();

@@ -232,6 +232,35 @@ describe('sink', () => {
     expect(reports.map((r) => [r.layer, r.missing, r.duplicated, r.extra])).toEqual(clean);
   });
 
+  it('a running sink expires the dedupe claims past the retention soon after it starts', async () => {
+    const src = await new TestSource(kafka, pool).setup(1);
+    await src.publish(await src.accept(src.events(5)));
+    // More than one expiry statement's worth (10,000), eight days old; the retention is 7 days.
+    await pool.query(
+      `INSERT INTO sink_claims (source, event_id, topic, kafka_partition, kafka_offset, claimed_at)
+       SELECT $1, 'expired-' || n, $2, 0, 1000000 + n, now() - interval '8 days' FROM generate_series(1, 12000) n`,
+      [src.source, src.topic],
+    );
+    const claims = async (pattern: string) =>
+      (
+        await pool.query<{ n: number }>(
+          'SELECT count(*)::integer AS n FROM sink_claims WHERE source = $1 AND event_id LIKE $2',
+          [src.source, pattern],
+        )
+      ).rows[0]!.n;
+    const running = await startSink(kafka, pool, tempLake(), [src.topic], { expiryFirstMs: 200 });
+    try {
+      await waitForCommitted(kafka, running.groupId, [src.topic]);
+      const deadline = Date.now() + 30_000;
+      while ((await claims('expired-%')) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      await running.stop();
+    }
+    expect(await claims('expired-%')).toBe(0);
+    // The claims of the events just written are kept.
+    expect(await claims(`${src.source}-%`)).toBe(5);
+  });
+
   it('sends poison records to the DLQ with reason headers while the rest flow', async () => {
     const src = await new TestSource(kafka, pool).setup(1);
     const events = await src.accept(src.events(20));

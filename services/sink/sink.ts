@@ -43,6 +43,8 @@ export interface SinkOptions {
 }
 
 const BRONZE_WRITES_IN_FLIGHT = 8;
+/** Folders whose earlier files a member remembers (removeSuperseded) before it starts afresh. */
+const EARLIER_FOLDERS_KEPT = 4096;
 const TOPIC_REFRESH_MS = 10_000;
 /** Dedupe claim expiry: first a minute after start, then every ten minutes. */
 const EXPIRY_FIRST_MS = 60_000;
@@ -87,6 +89,8 @@ export class Sink {
   private consuming = false;
   private stopping = false;
   private running = false;
+  /** A re-subscription failed with the consumers stopped: nothing is consumed until one succeeds. */
+  private stalled = false;
   /** How to read each writer schema, by id (immutable in the registry). */
   private readonly readers = new Map<number, Reader>();
   /**
@@ -161,8 +165,9 @@ export class Sink {
     };
   }
 
+  /** Healthy: started, no consumer crashed for good, and not stalled by a failed re-subscription. */
   get isRunning(): boolean {
-    return this.running;
+    return this.running && !this.stalled;
   }
 
   async start(): Promise<void> {
@@ -189,8 +194,10 @@ export class Sink {
         );
       });
       consumer.on(consumer.events.CRASH, (event) => {
-        this.running = false;
-        this.options.logger.error({ consumer: index, err: event.payload.error }, 'sink consumer crashed');
+        const { error, restart } = event.payload;
+        // kafkajs restarts the consumer after a retriable error: the sink is still healthy then.
+        if (!restart) this.running = false;
+        this.options.logger.error({ consumer: index, err: error, restart }, 'sink consumer crashed');
       });
     }
     await this.consume();
@@ -223,24 +230,33 @@ export class Sink {
   /** Subscribes to the topics to consume (none yet is fine: a pattern waits for them) and runs. */
   private async consume(): Promise<void> {
     const topics = await this.topicsToConsume();
-    this.subscribed = new Set(topics);
     if (topics.length === 0) {
+      this.subscribed = new Set();
       this.options.logger.info({ pattern: String(this.options.topics) }, 'no topic matches yet; looking again');
       return;
     }
-    // Every member subscribes before any runs, and all run at once, so that they join together.
-    for (const { consumer } of this.members) await consumer.subscribe({ topics, fromBeginning: true });
-    await Promise.all(
-      this.members.map((member) =>
-        member.consumer.run({
-          autoCommit: false,
-          eachBatchAutoResolve: false,
-          partitionsConsumedConcurrently: this.options.partitionsConcurrently,
-          eachBatch: (payload) => this.handleBatch(member, payload),
-        }),
-      ),
-    );
+    try {
+      // Every member subscribes before any runs, and all run at once, so that they join together.
+      for (const { consumer } of this.members) await consumer.subscribe({ topics, fromBeginning: true });
+      await Promise.all(
+        this.members.map((member) =>
+          member.consumer.run({
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: this.options.partitionsConcurrently,
+            eachBatch: (payload) => this.handleBatch(member, payload),
+          }),
+        ),
+      );
+    } catch (error) {
+      // Half started, a member could not subscribe again: all stop, and the topics are not taken as
+      // subscribed, so the next look for new topics tries the whole of it again.
+      await Promise.all(this.members.map(({ consumer }) => consumer.stop().catch(() => undefined)));
+      throw error;
+    }
+    this.subscribed = new Set(topics);
     this.consuming = true;
+    this.stalled = false;
   }
 
   /**
@@ -264,7 +280,13 @@ export class Sink {
       this.consuming = false;
       await this.consume();
     } catch (error) {
-      this.options.logger.warn({ err: error }, 'looking for new topics failed; will retry');
+      if (!this.consuming) this.stalled = true;
+      this.options.logger.warn(
+        { err: error, consuming: this.consuming },
+        this.consuming
+          ? 'looking for new topics failed; will retry'
+          : 're-subscribing failed, consumers stopped; will retry',
+      );
     }
   }
 
@@ -528,6 +550,9 @@ export class Sink {
           const first = firstOffsetInName(key.slice(folder.length + 1), topic, partition);
           if (first !== undefined && first >= from) earlier.set(key, first);
         }
+        // Bounded: folders come with every ingest hour. Forgetting is safe: a folder listed again gives
+        // the files of this partition from this unit's first offset on, which this hold has not written.
+        if (member.earlierFiles.size >= EARLIER_FOLDERS_KEPT) member.earlierFiles.clear();
         member.earlierFiles.set(cacheKey, earlier);
       }
       for (const [key, first] of earlier) {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
+import type { Kafka } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
 import { LocalDirStorage } from '../../libs/lake/storage.ts';
@@ -149,6 +150,48 @@ describe('sink', () => {
       expect(reports.map((r) => [r.layer, r.accepted, r.missing, r.duplicated, r.extra])).toEqual([
         ['bronze', 60, 0, 0, 0],
         ['silver', 60, 0, 0, 0],
+      ]);
+    } finally {
+      await running.stop();
+    }
+  });
+
+  it('after a re-subscription that fails (its consumers stopped), tries again and consumes every topic', async () => {
+    const prefix = uniqueName('resub');
+    const pattern = new RegExp(`^conveyor\\.${prefix}-`);
+    // The real client, with a fault put in: the next subscribe fails, as when kafkajs cannot refresh
+    // metadata during a broker blip.
+    let failNextSubscribe = false;
+    const flaky = Object.create(kafka) as Kafka;
+    flaky.consumer = (config) => {
+      const consumer = kafka.consumer(config);
+      const subscribe = consumer.subscribe.bind(consumer);
+      consumer.subscribe = async (subscription) => {
+        if (failNextSubscribe) {
+          failNextSubscribe = false;
+          throw new Error('injected: metadata refresh failed');
+        }
+        return subscribe(subscription);
+      };
+      return consumer;
+    };
+    const lake = tempLake();
+    const first = await new TestSource(kafka, pool, prefix).setup(1);
+    await first.publish(await first.accept(first.events(10)));
+    const running = await startSink(flaky, pool, lake, pattern, { topicRefreshMs: 300 });
+    try {
+      await waitForCommitted(kafka, running.groupId, [first.topic]);
+      failNextSubscribe = true;
+      const second = await new TestSource(kafka, pool, prefix).setup(1);
+      await second.publish(await second.accept(second.events(10)));
+      await first.publish(await first.accept(first.events(5, { from: 10 })));
+      await waitForCommitted(kafka, running.groupId, [first.topic, second.topic]);
+      expect(failNextSubscribe).toBe(false);
+      expect(running.sink.isRunning).toBe(true);
+      const reports = await verifyOutput(pool, new LocalDirStorage(lake), { sources: [first.source, second.source] });
+      expect(reports.map((r) => [r.layer, r.accepted, r.missing, r.duplicated, r.extra])).toEqual([
+        ['bronze', 25, 0, 0, 0],
+        ['silver', 25, 0, 0, 0],
       ]);
     } finally {
       await running.stop();

@@ -297,7 +297,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     for (const item of page) stats.served.add(`${item.id}@${item.updated_at}`);
     if (faults.badRecords) {
       faults.badRecords = false;
-      records.push({ name: 'no id here', updated_at: new Date().toISOString(), created_at: new Date().toISOString() });
+      // The same bad records every time they are served, as a real API serves a page read again.
+      records.push({
+        name: 'no id here',
+        updated_at: '2026-01-01T00:00:00.000Z',
+        created_at: '2026-01-01T00:00:00.000Z',
+      });
       records.push({ id: 999_999, name: 'bad time', updated_at: 'yesterday-ish', created_at: 'never' });
     }
     reply.send(wrap(records));

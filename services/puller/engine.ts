@@ -351,7 +351,8 @@ async function commitPage(
     if (quarantine.length > 0) {
       await client.query(
         `INSERT INTO pull_quarantine (source, url, reason, record)
-         SELECT $1, $2, * FROM unnest($3::text[], $4::jsonb[])`,
+         SELECT $1, $2, * FROM unnest($3::text[], $4::jsonb[])
+         ON CONFLICT (source, reason, md5(record::text)) DO NOTHING`,
         [def.name, shownUrl, quarantine.map((q) => q.reason), quarantine.map((q) => JSON.stringify(q.record))],
       );
     }

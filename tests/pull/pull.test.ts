@@ -112,6 +112,14 @@ describe('ascending cursor source', () => {
       'updated_at is missing or not a time: "yesterday-ish"',
     ]);
     expect(rows[0]!.url).toContain('/api/changes');
+
+    // The same page read again (a cursor feed re-reads its last page until it moves on): the bad
+    // records are found again but quarantined once.
+    await pool.query('DELETE FROM pull_checkpoints WHERE source = $1', [raw.name]);
+    sim.faults.badRecords = true;
+    expect((await run(raw)).quarantined).toBe(2);
+    const again = await pool.query('SELECT 1 FROM pull_quarantine WHERE source = $1', [raw.name]);
+    expect(again.rowCount).toBe(2);
   });
 });
 

@@ -18,7 +18,17 @@ export interface PullOptions extends Omit<RunOptions, 'owner'> {
   signal?: AbortSignal;
 }
 
-/** One run of a source under its lease, recorded in pull_runs. */
+/** Runs of a source kept in pull_runs (on a 30 s schedule, about eight hours of them). */
+export const RUNS_KEPT = 1000;
+/**
+ * A source's runs but the newest RUNS_KEPT, and but its latest success, which the
+ * seconds-since-success gauge reads. Run under the source's lease, so one process prunes at a time.
+ */
+const PRUNE_RUNS_SQL = `DELETE FROM pull_runs WHERE source = $1
+  AND id < (SELECT id FROM pull_runs WHERE source = $1 ORDER BY id DESC OFFSET $2::int - 1 LIMIT 1)
+  AND id <> coalesce((SELECT max(id) FROM pull_runs WHERE source = $1 AND status = 'succeeded'), 0)`;
+
+/** One run of a source under its lease, recorded in pull_runs (the last RUNS_KEPT of them). */
 export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promise<RunStats> {
   const deadline = Date.now() + opts.waitLeaseMs;
   while (!(await acquireLease(opts.pool, def.name, opts.owner, opts.leaseTtlMs))) {
@@ -34,6 +44,7 @@ export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promis
       [def.name, opts.owner],
     );
     const runId = rows[0]!.id;
+    await opts.pool.query(PRUNE_RUNS_SQL, [def.name, RUNS_KEPT]);
     try {
       const stats = await runSource(def, opts);
       const result = stats.skipped ? 'skipped' : 'succeeded';

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Simulator, startSimulator } from '../../infra/simulator/index.ts';
 import type { Pool } from '../../libs/db/index.ts';
 import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
+import { pullOnce, RUNS_KEPT } from '../../services/puller/runner.ts';
 import { testPool } from '../helpers/real-stack.ts';
 import { changeFeedDefinition, definition, eventIds, outboxCounts, takeLease } from './helpers.ts';
 
@@ -120,6 +121,30 @@ describe('ascending cursor source', () => {
     expect((await run(raw)).quarantined).toBe(2);
     const again = await pool.query('SELECT 1 FROM pull_quarantine WHERE source = $1', [raw.name]);
     expect(again.rowCount).toBe(2);
+  });
+});
+
+describe('run history', () => {
+  it('keeps the last runs of a source and its latest success, not every run ever', async () => {
+    const raw = changeFeedDefinition(sim.url, { max_pages: 1 });
+    const def = definition(raw);
+    // One old success, then more failed runs than are kept.
+    await pool.query(
+      `INSERT INTO pull_runs (source, owner, finished_at, status)
+       SELECT $1, 'test', now() - interval '2 days', 'succeeded'
+       UNION ALL SELECT $1, 'test', now(), 'failed' FROM generate_series(1, $2::int + 50)`,
+      [def.name, RUNS_KEPT],
+    );
+    await pullOnce(def, { pool, owner: 'history-test', leaseTtlMs: 30_000, waitLeaseMs: 0 });
+    const { rows } = await pool.query<{ status: string; n: number }>(
+      'SELECT status, count(*)::integer AS n FROM pull_runs WHERE source = $1 GROUP BY status ORDER BY status',
+      [def.name],
+    );
+    // The kept runs (the one just made among them), all succeeded or failed, and the old success.
+    expect(rows).toEqual([
+      { status: 'failed', n: RUNS_KEPT - 1 },
+      { status: 'succeeded', n: 2 },
+    ]);
   });
 });
 

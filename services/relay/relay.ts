@@ -10,6 +10,10 @@ import { SchemaGateError, type SchemaRegistryClient, valueSubject } from '../../
 import { EncodeError, encodeRow, type PendingRow } from './encode.ts';
 import { ShardLeases } from './leases.ts';
 
+/** A lost LISTEN connection is made again after this, then twice as long after each failed try. */
+const LISTEN_RETRY_FIRST_MS = 1000;
+const LISTEN_RETRY_MAX_MS = 30_000;
+
 export interface RelayOptions {
   pool: Pool;
   /** Used for LISTEN, on a connection of its own. */
@@ -150,6 +154,8 @@ export class Relay {
   private readonly knownTopics = new Set<string>();
   private admin?: Admin;
   private listener?: pg.Client;
+  private listenRetry?: NodeJS.Timeout;
+  private listenRetryMs = LISTEN_RETRY_FIRST_MS;
   private running = false;
   private wakers: Array<() => void> = [];
   /** Counts wake-ups, so a notification that came during a read is not slept through. */
@@ -218,12 +224,7 @@ export class Relay {
     this.admin = this.o.kafka.admin();
     await this.admin.connect();
     await ensureTopics(this.admin, [{ topic: DLQ_TOPIC, numPartitions: 3 }]);
-    this.listener = new pg.Client({ connectionString: this.o.databaseUrl, application_name: 'conveyor-relay-listen' });
-    this.listener.on('notification', () => this.wake());
-    // A lost LISTEN connection only costs latency: polling goes on.
-    this.listener.on('error', (error) => this.o.logger.warn({ err: error }, 'LISTEN connection lost; polling only'));
-    await this.listener.connect();
-    await this.listener.query('LISTEN conveyor_outbox');
+    await this.listen();
     await this.balance();
     this.every(Math.max(200, Math.floor(this.o.leaseTtlMs / 5)), () => this.balance());
     this.every(5000, () => this.measureBacklog());
@@ -237,6 +238,7 @@ export class Relay {
     if (!this.running) return;
     this.running = false;
     for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.listenRetry);
     this.wake();
     await this.pumping;
     this.held.clear();
@@ -244,6 +246,53 @@ export class Relay {
     await this.listener?.end().catch(() => undefined);
     await this.admin?.disconnect().catch(() => undefined);
     this.o.logger.info({ owner: this.owner }, 'relay stopped');
+  }
+
+  /** LISTEN on a connection of its own; one lost is made again (see listenLost). */
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.o.databaseUrl, application_name: 'conveyor-relay-listen' });
+    client.on('notification', () => this.wake());
+    client.on('error', (error) => this.listenLost(client, error));
+    client.on('end', () => this.listenLost(client));
+    try {
+      await client.connect();
+      await client.query('LISTEN conveyor_outbox');
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    this.listener = client;
+    this.listenRetryMs = LISTEN_RETRY_FIRST_MS;
+  }
+
+  /**
+   * A lost LISTEN connection costs latency only (polling and each lease renewal wake the pump), and is
+   * made again, waiting longer after each failed try; rows that committed meanwhile are looked for then.
+   */
+  private listenLost(client: pg.Client, error?: Error): void {
+    if (this.listener !== client || !this.running) return;
+    this.listener = undefined;
+    client.end().catch(() => undefined);
+    this.o.logger.warn(
+      { err: error, retryInMs: this.listenRetryMs },
+      'LISTEN connection lost; polling until it is back',
+    );
+    const retry = () => {
+      this.listenRetry = undefined;
+      if (!this.running) return;
+      this.listen().then(
+        () => {
+          this.o.logger.info('LISTEN connection back');
+          this.wake();
+        },
+        (reason: unknown) => {
+          this.listenRetryMs = Math.min(this.listenRetryMs * 2, LISTEN_RETRY_MAX_MS);
+          this.o.logger.warn({ err: reason, retryInMs: this.listenRetryMs }, 'LISTEN reconnect failed');
+          this.listenRetry = setTimeout(retry, this.listenRetryMs);
+        },
+      );
+    };
+    this.listenRetry = setTimeout(retry, this.listenRetryMs);
   }
 
   private every(ms: number, task: () => Promise<unknown>): void {

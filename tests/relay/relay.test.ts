@@ -106,6 +106,26 @@ afterAll(async () => {
 });
 
 describe('relay', () => {
+  it('makes its LISTEN connection again when Postgres drops it, and publishes on notifications again', async () => {
+    const listeners = async () =>
+      (
+        await pool.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE application_name = 'conveyor-relay-listen'",
+        )
+      ).rows.map((r) => r.pid);
+    const others = new Set(await listeners());
+    // Lease renewals (which also wake the pump) and polling far apart: publishing soon needs LISTEN.
+    const relay = await startRelay({ leaseTtlMs: 60_000, pollIntervalMs: 60_000 });
+    const mine = (await listeners()).filter((pid) => !others.has(pid));
+    expect(mine).toHaveLength(1);
+    await pool.query('SELECT pg_terminate_backend($1)', [mine[0]]);
+    await waitUntil(async () => (await listeners()).some((pid) => !others.has(pid) && pid !== mine[0]), 15_000);
+    const source = uniqueName('relay-relisten');
+    await append(events(source, 20, 3));
+    await waitUntil(async () => (await pendingCount(source)) === 0, 15_000);
+    await relay.stop();
+  });
+
   it('publishes Avro envelopes in Confluent wire format with key, headers and lineage, and marks rows published', async () => {
     const source = uniqueName('relay-basic');
     await append(events(source, 300, 7));

@@ -30,7 +30,7 @@ const BRONZE_COLUMNS = `{event_id: 'VARCHAR', source: 'VARCHAR', event_type: 'VA
 
 // DuckDB's JSON reader buffers twice this much per file; its 16 MiB default then needs a 32 MiB buffer.
 // A bronze line is one Kafka record (the relay keeps those under 1 MiB) plus a small envelope.
-const MAX_LINE_BYTES = 4 * 1024 * 1024;
+export const BRONZE_MAX_LINE_BYTES = 4 * 1024 * 1024;
 
 /** The stored row: timestamps as TIMESTAMP (UTC), the partition date only in the path. */
 const COLUMN_NAMES = `event_id, source, event_type, entity_key, event_time, ingested_at, updated_at, payload,
@@ -112,7 +112,8 @@ export function entityDataset(source: string): string {
   return `${partitionValue(source)}_latest`;
 }
 
-function sqlString(value: string): string {
+/** A SQL string literal (DuckDB), for paths and names put into statements. */
+export function sqlString(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
 }
 
@@ -162,7 +163,7 @@ export class SilverWriter {
     return `SELECT event_id, source, event_type, entity_key, event_time, ingested_at, updated_at,
         payload::VARCHAR AS payload, kafka.topic AS kafka_topic, kafka.partition AS kafka_partition, kafka.offset AS kafka_offset
       FROM read_json([${paths.join(', ')}], format = 'newline_delimited', columns = ${BRONZE_COLUMNS},
-        maximum_object_size = ${MAX_LINE_BYTES})`;
+        maximum_object_size = ${BRONZE_MAX_LINE_BYTES})`;
   }
 
   private async copyTo(db: DuckDBConnection, key: string, select: string): Promise<number> {

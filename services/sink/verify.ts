@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { Pool } from '../../libs/db/index.ts';
+import { BRONZE_MAX_LINE_BYTES, sqlString } from '../../libs/lake/silver.ts';
 import type { LakeStorage } from '../../libs/lake/storage.ts';
 
 /** What `verify` found in one layer of the output, against the accepted events. */
@@ -29,15 +30,12 @@ export interface VerifyOptions {
 const EXAMPLES = 5;
 // 8 million events verified in 29 s at a 646 MB peak with 256MB, 30 s and 842 MB with 512MB (2 cores);
 // 128MB was too little for the JSON reader's buffers. Twice what sufficed, for machines with more threads.
-export const DEFAULT_MEMORY = '512MB';
+const DEFAULT_MEMORY = '512MB';
 /** How often a long count says how far it has got. */
 const PROGRESS_EVERY_MS = 5_000;
 /** Ids are read from Postgres this many at a time. */
 const FETCH_ROWS = 50_000;
-// As the sink's DuckDB reads bronze (libs/lake/silver.ts): a line is one Kafka record plus an envelope.
-const MAX_LINE_BYTES = 4 * 1024 * 1024;
 
-const sqlString = (value: string) => `'${value.replaceAll("'", "''")}'`;
 const count = (n: number) => n.toLocaleString('en-US');
 
 function sourceOf(key: string): string | undefined {
@@ -105,7 +103,7 @@ async function silverFiles(storage: LakeStorage, sources: string[]): Promise<str
 const READ_LAYER = {
   bronze: (paths: string) =>
     `read_json([${paths}], format = 'newline_delimited', columns = {source: 'VARCHAR', event_id: 'VARCHAR'},
-       maximum_object_size = ${MAX_LINE_BYTES})`,
+       maximum_object_size = ${BRONZE_MAX_LINE_BYTES})`,
   silver: (paths: string) => `read_parquet([${paths}])`,
 };
 

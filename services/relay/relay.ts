@@ -151,7 +151,6 @@ export class Relay {
   private readonly topics = new Map<string, TopicState>();
   /** Topics whose schema the gate refused, with when to try again. Their rows wait. */
   private readonly blocked = new Map<string, number>();
-  private readonly knownTopics = new Set<string>();
   private admin?: Admin;
   private listener?: pg.Client;
   private listenRetry?: NodeJS.Timeout;
@@ -416,6 +415,8 @@ export class Relay {
         await this.marking?.done.catch(() => undefined);
         this.marking = undefined;
         this.floor = '0';
+        // A topic deleted under the relay fails every send to it: look at each topic (and schema) again.
+        this.topics.clear();
         await producer?.disconnect().catch(() => undefined);
         producer = undefined;
         await this.sleep(backoffMs);
@@ -456,10 +457,7 @@ export class Relay {
       const schemaId = await this.o.registry.gate(valueSubject(topic), contract.schema, {
         autoRegister: this.o.autoRegister,
       });
-      if (!this.knownTopics.has(topic)) {
-        await ensureTopics(this.admin!, [{ topic, numPartitions: this.o.topicPartitions }]);
-        this.knownTopics.add(topic);
-      }
+      await ensureTopics(this.admin!, [{ topic, numPartitions: this.o.topicPartitions }]);
       const state = { contract, schemaId };
       this.topics.set(topic, state);
       this.blocked.delete(topic);

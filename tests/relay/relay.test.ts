@@ -314,6 +314,30 @@ describe('relay', () => {
     expect(records).toHaveLength(20);
   });
 
+  it('makes a topic deleted under it again and publishes the rows that came after', async () => {
+    const source = uniqueName('relay-deleted-topic');
+    await append(events(source, 10, 2));
+    const relay = await startRelay();
+    await waitUntil(async () => (await pendingCount(source)) === 0);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.deleteTopics({ topics: [topicFor(source)] });
+      await waitUntil(async () => !(await admin.listTopics()).includes(topicFor(source)));
+      await append(events(source, 20, 2).slice(10));
+      await waitUntil(async () => (await pendingCount(source)) === 0, 60_000);
+      await relay.stop();
+      const records = await readTopics(kafka, [topicFor(source)], (r) => r.length >= 10);
+      expect(records.map((r) => r.headers[HEADER.eventId]).sort()).toEqual(
+        Array.from({ length: 10 }, (_, i) => `${source}-${i + 10}`).sort(),
+      );
+      const [metadata] = (await admin.fetchTopicMetadata({ topics: [topicFor(source)] })).topics;
+      expect(metadata!.partitions).toHaveLength(6);
+    } finally {
+      await admin.disconnect();
+    }
+  }, 120_000);
+
   it('deletes published rows past retention in batches and keeps unpublished ones', async () => {
     const source = uniqueName('relay-retention');
     await append(events(source, 50, 5));

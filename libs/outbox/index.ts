@@ -189,3 +189,38 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
       : { eventId: event.eventId, status: 'DUPLICATE' };
   });
 }
+
+/** An outbox row by its event: what a relay-stage DLQ record names. */
+export interface OutboxEventRef {
+  source: string;
+  eventId: string;
+}
+
+/**
+ * Puts outbox rows the relay dead-lettered (their payload did not fit the contract) back in line, once
+ * the cause is fixed; a relay publishes them with the contract of the day, or dead-letters them again.
+ * Only rows still marked failed count and change, so a second call is a no-op; with `dryRun` nothing
+ * changes. Returns how many rows were (or would be) put back.
+ */
+export async function requeueFailed(
+  client: Queryable,
+  rows: OutboxEventRef[],
+  { dryRun = false } = {},
+): Promise<number> {
+  if (rows.length === 0) return 0;
+  const values = [rows.map((r) => r.source), rows.map((r) => r.eventId)];
+  const failed = `outbox.source = r.source AND outbox.event_id = r.event_id AND outbox.failed_at IS NOT NULL`;
+  const { rows: counted } = await client.query<{ n: number }>(
+    dryRun
+      ? `SELECT count(*)::int AS n FROM outbox JOIN unnest($1::text[], $2::text[]) AS r(source, event_id) ON ${failed}`
+      : `WITH requeued AS (
+           UPDATE outbox SET failed_at = NULL, failure = NULL
+           FROM unnest($1::text[], $2::text[]) AS r(source, event_id) WHERE ${failed} RETURNING 1)
+         SELECT count(*)::int AS n FROM requeued`,
+    values,
+  );
+  const n = counted[0]!.n;
+  // Relays poll too; this wakes them now.
+  if (n > 0 && !dryRun) await client.query(`SELECT pg_notify('conveyor_outbox', '')`);
+  return n;
+}

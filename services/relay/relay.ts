@@ -199,6 +199,11 @@ export class Relay {
         registers,
       }),
       backlog: new Gauge({ name: 'conveyor_relay_outbox_backlog', help: 'Unpublished outbox rows', registers }),
+      failed: new Gauge({
+        name: 'conveyor_relay_outbox_failed',
+        help: 'Outbox rows dead-lettered by the relay (payload did not fit the contract), waiting for `conveyor dlq replay`',
+        registers,
+      }),
       oldestAge: new Gauge({
         name: 'conveyor_relay_oldest_unpublished_age_seconds',
         help: 'Age of the oldest unpublished outbox row',
@@ -603,12 +608,14 @@ export class Relay {
   }
 
   private async measureBacklog(): Promise<void> {
-    const { rows } = await this.o.pool.query<{ backlog: number; oldest: number | null }>(
-      `SELECT count(*)::int AS backlog, extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS oldest
+    const { rows } = await this.o.pool.query<{ backlog: number; oldest: number | null; failed: number }>(
+      `SELECT count(*)::int AS backlog, extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS oldest,
+         (SELECT count(*)::int FROM outbox WHERE failed_at IS NOT NULL) AS failed
        FROM outbox WHERE published_at IS NULL AND failed_at IS NULL`,
     );
     this.m.backlog.set(rows[0]!.backlog);
     this.m.oldestAge.set(rows[0]!.oldest ?? 0);
+    this.m.failed.set(rows[0]!.failed);
   }
 
   /** Batched deletes keep each transaction short and the outbox bounded. */

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import type { Queryable } from '../../libs/db/index.ts';
 import { DLQ_HEADER, DLQ_TOPIC, HEADER } from '../../libs/kafka/index.ts';
+import { type OutboxEventRef, requeueFailed } from '../../libs/outbox/index.ts';
 
 /** One DLQ record with its headers decoded to strings. */
 export interface DlqRecord {
@@ -176,61 +178,93 @@ export interface ReplayFilter {
   topics?: string[];
 }
 
-/** Which DLQ records to re-publish, a batch at a time: each rejected sink record once. */
+/** What one DLQ batch asks for: sink records to re-publish, by original topic, and outbox rows to re-queue. */
+export interface ReplayStep {
+  republish: Map<string, DlqRecord[]>;
+  requeue: OutboxEventRef[];
+}
+
+/**
+ * Which DLQ records to replay, a batch at a time, each rejected record once: a sink record is
+ * re-published to its original topic; a relay record (an outbox row that did not fit its contract) is
+ * re-queued in the outbox, for the relay to encode again.
+ */
 export class ReplayPlanner {
   private readonly rejected = new RejectedRecords();
-  /** Records planned so far, by original topic. */
+  /** Sink records planned so far, by original topic. */
   readonly planned = new Map<string, number>();
-  /** Relay-stage records hold an outbox row, not a Kafka record: they are fixed at the outbox. */
+  /** Relay records planned so far. */
+  plannedRequeues = 0;
+  /** Matching records that name neither an original topic (sink) nor an outbox row (relay). */
   notReplayable = 0;
 
   constructor(private readonly filter: ReplayFilter = {}) {}
 
-  /** This batch's records to re-publish, by original topic. */
-  take(records: DlqRecord[]): Map<string, DlqRecord[]> {
-    const byTopic = new Map<string, DlqRecord[]>();
+  take(records: DlqRecord[]): ReplayStep {
+    const republish = new Map<string, DlqRecord[]>();
+    const requeue: OutboxEventRef[] = [];
     const reasons = this.filter.reasons ?? [];
     const topics = this.filter.topics ?? [];
     for (const r of records) {
-      if (reasons.length > 0 && !reasons.includes(r.headers[DLQ_HEADER.reason] ?? '')) continue;
-      const topic = r.headers[DLQ_HEADER.originalTopic];
+      const h = r.headers;
+      if (reasons.length > 0 && !reasons.includes(h[DLQ_HEADER.reason] ?? '')) continue;
+      const topic = h[DLQ_HEADER.originalTopic];
       if (topics.length > 0 && !topics.includes(topic ?? '')) continue;
       if (!this.rejected.isFirst(r)) continue;
-      if (r.headers[DLQ_HEADER.stage] !== 'sink' || !topic) {
+      const stage = h[DLQ_HEADER.stage];
+      const [source, eventId] = [h[HEADER.source], h[HEADER.eventId]];
+      if (stage === 'sink' && topic) {
+        const list = republish.get(topic) ?? [];
+        list.push(r);
+        republish.set(topic, list);
+        this.planned.set(topic, (this.planned.get(topic) ?? 0) + 1);
+      } else if (stage === 'relay' && source && eventId) {
+        requeue.push({ source, eventId });
+        this.plannedRequeues += 1;
+      } else {
         this.notReplayable += 1;
-        continue;
       }
-      const list = byTopic.get(topic) ?? [];
-      list.push(r);
-      byTopic.set(topic, list);
-      this.planned.set(topic, (this.planned.get(topic) ?? 0) + 1);
     }
-    return byTopic;
+    return { republish, requeue };
   }
 }
 
 export interface ReplayResult {
+  /** Sink records re-published (or, in a dry run, to be), by original topic. */
   planned: Map<string, number>;
-  notReplayable: number;
   sent: number;
+  /** Relay records matched, and how many of their outbox rows were still failed and are re-queued. */
+  plannedRequeues: number;
+  requeued: number;
+  notReplayable: number;
 }
 
 /**
- * `dlq replay`: re-publishes the chosen records to their original topics with the original key, value
- * and headers (the DLQ's own headers removed, the DLQ position added), a DLQ batch at a time; with
- * `dryRun`, only plans. The event id travels in the value and the headers, so the sink's dedupe makes a
- * replay of a replay harmless. Records dead-lettered again while it runs are past the end it reads to.
+ * `dlq replay`, a DLQ batch at a time; with `dryRun`, only counts. A sink record is re-published to its
+ * original topic with the original key, value and headers (the DLQ's own headers removed, the DLQ
+ * position added); the event id travels in the value and the headers, so the sink's dedupe makes a
+ * replay of a replay harmless. A relay record's outbox row is re-queued if it is still failed, so
+ * replaying it twice is harmless too. Records dead-lettered again while it runs are past the end it
+ * reads to.
  */
-export async function replayDlq(kafka: Kafka, filter: ReplayFilter, { dryRun = false } = {}): Promise<ReplayResult> {
+export async function replayDlq(
+  kafka: Kafka,
+  outbox: Queryable,
+  filter: ReplayFilter,
+  { dryRun = false } = {},
+): Promise<ReplayResult> {
   const planner = new ReplayPlanner(filter);
   const producer = dryRun ? undefined : kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer?.connect();
   const dlqHeaders = new Set<string>(Object.values(DLQ_HEADER));
   let sent = 0;
+  let requeued = 0;
   try {
     await readDlq(kafka, async (records) => {
-      for (const [topic, list] of planner.take(records)) {
-        if (!producer) continue;
+      const { republish, requeue } = planner.take(records);
+      requeued += await requeueFailed(outbox, requeue, { dryRun });
+      if (!producer) return;
+      for (const [topic, list] of republish) {
         await producer.send({
           topic,
           acks: -1,
@@ -248,5 +282,11 @@ export async function replayDlq(kafka: Kafka, filter: ReplayFilter, { dryRun = f
   } finally {
     await producer?.disconnect();
   }
-  return { planned: planner.planned, notReplayable: planner.notReplayable, sent };
+  return {
+    planned: planner.planned,
+    sent,
+    plannedRequeues: planner.plannedRequeues,
+    requeued,
+    notReplayable: planner.notReplayable,
+  };
 }

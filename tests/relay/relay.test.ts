@@ -248,6 +248,56 @@ describe('relay', () => {
     expect(JSON.parse(dead.value.toString()).payload).toEqual({ seq: 'four' });
   });
 
+  it('dlq replay puts a dead-lettered row back in the outbox once its contract is fixed, and the relay publishes it', async () => {
+    const source = uniqueName('relay-requeue');
+    const topic = topicFor(source);
+    const contractDir = (seq: Record<string, unknown>) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'schemas-'));
+      fs.mkdirSync(path.join(dir, 'sources'));
+      fs.copyFileSync(path.join(DEFAULT_SCHEMAS_DIR, 'envelope.avsc'), path.join(dir, 'envelope.avsc'));
+      fs.writeFileSync(
+        path.join(dir, 'sources', `${source}.avsc`),
+        JSON.stringify({ type: 'record', name: 'Tick', fields: [{ name: 'seq', type: 'long', ...seq }] }),
+      );
+      return dir;
+    };
+    // Event 3 has no seq: the first contract requires one, the fixed one gives it a default.
+    await append(events(source, 6, 2, (i) => (i === 3 ? { note: 'no seq' } : { seq: i })));
+    const metrics = createMetrics('relay-requeue-test');
+    const strict = await startRelay({ schemasDir: contractDir({}), metrics });
+    await waitUntil(async () => (await pendingCount(source)) === 0);
+    expect(await failedCount(source)).toBe(1);
+    await waitUntil(async () => /conveyor_relay_outbox_failed\{[^}]*\} [1-9]/.test(await metrics.metrics()), 10_000);
+    await strict.stop();
+    // The DLQ copy is on the topic before the row is marked failed.
+    const env = { DATABASE_URL: process.env.DATABASE_URL };
+    const args = ['dlq', 'replay', '--topic', topic, '--reason', 'encode_failed'];
+
+    const dry = await runCli([...args, '--dry-run'], env);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('1 outbox row(s) would be put back for the relay');
+    expect(await failedCount(source)).toBe(1);
+
+    const replay = await runCli(args, env);
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(replay.stdout).toContain('1 outbox row(s) were put back for the relay');
+    expect(await failedCount(source)).toBe(0);
+    const again = await runCli(args, env);
+    expect(again.stdout).toContain('0 outbox row(s) were put back for the relay (1 not failed any more');
+
+    const fixed = await startRelay({ schemasDir: contractDir({ default: -1 }) });
+    await waitUntil(async () => (await pendingCount(source)) === 0);
+    await fixed.stop();
+    expect(await failedCount(source)).toBe(0);
+    const records = await readTopics(kafka, [topic], (r) => r.length >= 6);
+    expect(records.map((r) => r.headers[HEADER.eventId]).sort()).toEqual(
+      Array.from({ length: 6 }, (_, i) => `${source}-${i}`).sort(),
+    );
+    const requeued = records.find((r) => r.headers[HEADER.eventId] === `${source}-3`)!;
+    const type = await registry.typeOf(wireSchemaId(requeued.value));
+    expect((type.fromBuffer(requeued.value.subarray(5)) as { payload: { seq: number } }).payload.seq).toBe(-1);
+  }, 120_000);
+
   it('the schema gate holds back rows of a topic whose schema would break consumers, and lets them go once fixed', async () => {
     const source = uniqueName('relay-gate');
     const subject = valueSubject(topicFor(source));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DLQ_HEADER, HEADER } from '../../libs/kafka/index.ts';
-import { DlqCounts, type DlqRecord, ReplayPlanner } from '../../services/sink/dlq.ts';
+import { DlqCounts, type DlqRecord, ReplayPlanner, type ReplayStep } from '../../services/sink/dlq.ts';
 
 let dlqOffset = 0;
 function dlqRecord(headers: Record<string, string>): DlqRecord {
@@ -22,6 +22,7 @@ describe('DLQ summary and replay plan', () => {
   const relayReject = () =>
     dlqRecord({
       [HEADER.eventId]: 'r-1',
+      [HEADER.source]: 'shop',
       [DLQ_HEADER.stage]: 'relay',
       [DLQ_HEADER.reason]: 'encode_failed',
       [DLQ_HEADER.originalTopic]: 'conveyor.shop',
@@ -46,18 +47,29 @@ describe('DLQ summary and replay plan', () => {
     ]);
   });
 
-  it('replays each rejected sink record once; relay records are left to the outbox', () => {
+  it('re-publishes each rejected sink record once and re-queues each relay record once', () => {
     const planner = new ReplayPlanner();
     const first = planner.take(records.slice(0, 2));
     const rest = planner.take(records.slice(2));
-    const offsets = (batch: Map<string, DlqRecord[]>) =>
-      (batch.get('conveyor.shop') ?? []).map((r) => r.headers[DLQ_HEADER.originalOffset]);
+    const offsets = (step: ReplayStep) =>
+      (step.republish.get('conveyor.shop') ?? []).map((r) => r.headers[DLQ_HEADER.originalOffset]);
     expect([offsets(first), offsets(rest)]).toEqual([['1', '2'], ['3']]);
     expect(planner.planned).toEqual(new Map([['conveyor.shop', 3]]));
-    expect(planner.notReplayable).toBe(1);
+    expect([first.requeue, rest.requeue]).toEqual([[], [{ source: 'shop', eventId: 'r-1' }]]);
+    expect([planner.plannedRequeues, planner.notReplayable]).toEqual([1, 0]);
 
     const filtered = new ReplayPlanner({ reasons: ['empty_event_id'] });
     expect(offsets(filtered.take(records))).toEqual(['2']);
-    expect(new ReplayPlanner({ topics: ['conveyor.other'] }).take(records).size).toBe(0);
+    const elsewhere = new ReplayPlanner({ topics: ['conveyor.other'] }).take(records);
+    expect([elsewhere.republish.size, elsewhere.requeue.length]).toEqual([0, 0]);
+  });
+
+  it('leaves alone a record that names neither an original topic nor an outbox row', () => {
+    const planner = new ReplayPlanner();
+    const step = planner.take([
+      dlqRecord({ [DLQ_HEADER.stage]: 'sink', [DLQ_HEADER.reason]: 'x' }),
+      dlqRecord({ [DLQ_HEADER.stage]: 'relay', [DLQ_HEADER.reason]: 'encode_failed', [HEADER.eventId]: 'r-2' }),
+    ]);
+    expect([step.republish.size, step.requeue.length, planner.notReplayable]).toEqual([0, 0, 2]);
   });
 });

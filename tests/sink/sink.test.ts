@@ -380,12 +380,12 @@ describe('sink', () => {
     });
     await producer.disconnect();
 
-    const dry = await replayDlq(kafka, { reasons: ['bad_payload'], topics: [src.topic] }, { dryRun: true });
+    const dry = await replayDlq(kafka, pool, { reasons: ['bad_payload'], topics: [src.topic] }, { dryRun: true });
     expect([dry.planned.size, dry.sent]).toEqual([0, 0]);
     const filter = { reasons: ['unknown_schema'], topics: [src.topic] };
-    expect((await replayDlq(kafka, filter, { dryRun: true })).planned).toEqual(new Map([[src.topic, 1]]));
-    expect((await replayDlq(kafka, filter)).sent).toBe(1);
-    expect((await replayDlq(kafka, filter)).sent).toBe(1);
+    expect((await replayDlq(kafka, pool, filter, { dryRun: true })).planned).toEqual(new Map([[src.topic, 1]]));
+    expect((await replayDlq(kafka, pool, filter)).sent).toBe(1);
+    expect((await replayDlq(kafka, pool, filter)).sent).toBe(1);
 
     const lake = tempLake();
     const running = await startSink(kafka, pool, lake, [src.topic]);

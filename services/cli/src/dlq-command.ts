@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { createPool } from '../../../libs/db/index.ts';
 import { createKafka } from '../../../libs/kafka/index.ts';
 import { inspectDlq, replayDlq } from '../../sink/dlq.ts';
 
@@ -34,23 +35,37 @@ export function registerDlqCommands(program: Command): void {
   dlq
     .command('replay')
     .description(
-      'Re-publish sink-stage DLQ records to their original topics with key, headers and event id preserved (the sink dedupes, so replaying twice is harmless).',
+      'Replay DLQ records once their cause is fixed: sink records are re-published to their original topics with key, headers and event id preserved; relay records (outbox rows that did not fit their contract) are put back in the outbox for the relay. Replaying twice is harmless.',
     )
-    .option('--reason <reason...>', 'only records with these reasons (e.g. unknown_schema bad_event_time)')
+    .option('--reason <reason...>', 'only records with these reasons (e.g. unknown_schema encode_failed)')
     .option('--topic <topic...>', 'only records from these original topics')
-    .option('--dry-run', 'say what would be replayed, publish nothing')
+    .option('--dry-run', 'say what would be replayed, change nothing')
     .action(async (options: { reason?: string[]; topic?: string[]; dryRun?: boolean }) => {
       const kafka = createKafka({ clientId: 'conveyor-dlq' });
+      const pool = createPool({ max: 1, applicationName: 'conveyor-dlq' });
       const filter = { reasons: options.reason, topics: options.topic };
-      const { planned, notReplayable, sent } = await replayDlq(kafka, filter, { dryRun: options.dryRun });
-      for (const [topic, count] of planned) process.stdout.write(`  ${topic.padEnd(40)} ${count}\n`);
-      if (notReplayable > 0) {
+      try {
+        const result = await replayDlq(kafka, pool, filter, { dryRun: options.dryRun });
+        const verb = options.dryRun ? 'would be' : 'were';
+        for (const [topic, count] of result.planned) process.stdout.write(`  ${topic.padEnd(40)} ${count}\n`);
+        const total = [...result.planned.values()].reduce((sum, n) => sum + n, 0);
         process.stdout.write(
-          `${notReplayable} matching record(s) are not sink records (e.g. relay encode failures): fix them at the outbox\n`,
+          options.dryRun ? `dry run: would re-publish ${total} record(s)\n` : `re-published ${result.sent} record(s)\n`,
         );
+        if (result.plannedRequeues > 0) {
+          const gone = result.plannedRequeues - result.requeued;
+          process.stdout.write(
+            `${result.requeued} outbox row(s) ${verb} put back for the relay` +
+              (gone > 0 ? ` (${gone} not failed any more: put back already, or published)\n` : '\n'),
+          );
+        }
+        if (result.notReplayable > 0) {
+          process.stdout.write(
+            `${result.notReplayable} matching record(s) name neither an original topic nor an outbox row: left alone\n`,
+          );
+        }
+      } finally {
+        await pool.end();
       }
-      const total = [...planned.values()].reduce((sum, n) => sum + n, 0);
-      if (options.dryRun) process.stdout.write(`dry run: would replay ${total} record(s)\n`);
-      else process.stdout.write(`replayed ${sent} record(s)\n`);
     });
 }

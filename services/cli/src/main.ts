@@ -9,6 +9,7 @@ import { registerSchemaCommands } from './schema-command.ts';
 import { registerSinkCommand } from './sink-command.ts';
 import { registerStackCommands } from './stack-commands.ts';
 import { registerVerifyCommand } from './verify-command.ts';
+import { registerVolumeCommand } from './volume-command.ts';
 import { registerWebhookCommand } from './webhook-command.ts';
 
 const program = new Command()
@@ -26,6 +27,7 @@ registerSchemaCommands(program);
 registerSinkCommand(program);
 registerDlqCommands(program);
 registerVerifyCommand(program);
+registerVolumeCommand(program);
 registerQueryCommand(program);
 registerWebhookCommand(program);
 

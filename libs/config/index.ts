@@ -54,6 +54,10 @@ export const SETTINGS = {
     default: '15000',
     help: "How long a relay's shard lease lasts without renewal; a dead relay's shards move after this.",
   },
+  OPS_HOST: {
+    default: '127.0.0.1',
+    help: "Address the relay's, sink's and pull scheduler's /metrics, /healthz and /readyz listen on; 0.0.0.0 in a container, so probes and Prometheus can reach them (the image sets it).",
+  },
   LOG_LEVEL: {
     default: 'info',
     help: 'pino log level: trace, debug, info, warn, error, fatal.',

@@ -74,7 +74,7 @@ export async function startOpsServer(
 ): Promise<{ close: () => Promise<void>; port: number }> {
   const app = Fastify({ logger: false });
   registerOpsRoutes(app, options);
-  await app.listen({ port: options.port, host: options.host ?? '127.0.0.1' });
+  await app.listen({ port: options.port, host: options.host ?? setting('OPS_HOST') });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   return { close: () => app.close(), port };

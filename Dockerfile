@@ -3,9 +3,11 @@
 FROM node:20-bookworm-slim
 
 WORKDIR /app
+# Ops endpoints on every interface: health checks, probes and scrapes come from outside the container.
 ENV NODE_ENV=production \
     CONVEYOR_HOME=/data \
-    SINK_OUTPUT_DIR=/data/lake
+    SINK_OUTPUT_DIR=/data/lake \
+    OPS_HOST=0.0.0.0
 
 # Dependencies first, so code changes do not re-install them. `npm install`, not `npm ci`: the lock
 # file cannot list every platform's optional binary packages (see the README).

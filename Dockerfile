@@ -9,8 +9,8 @@ ENV NODE_ENV=production \
     SINK_OUTPUT_DIR=/data/lake \
     OPS_HOST=0.0.0.0
 
-# Dependencies first, so code changes do not re-install them. `npm install`, not `npm ci`: the lock
-# file cannot list every platform's optional binary packages (see the README).
+# Dependencies first, so code changes do not re-install them. `npm install`, not `npm ci`: it also
+# copes with a lock made where the registry lacked some platform's optional binaries (see the README).
 COPY package.json package-lock.json ./
 COPY services/cli/package.json services/cli/package.json
 RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force

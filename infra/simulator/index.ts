@@ -27,6 +27,16 @@ export interface GitHubEvent {
   repo: { name: string };
 }
 
+/** A Stripe-style event (GET /v1/events): one per item insert or update, kept for good. */
+export interface StripeEvent {
+  id: string;
+  object: 'event';
+  type: 'item.created' | 'item.updated';
+  /** Epoch seconds. */
+  created: number;
+  data: { object: Omit<SimItem, 'version'> };
+}
+
 export interface Faults {
   /** The next N API requests answer 429 with Retry-After: retryAfterS. */
   storm?: { requests: number; retryAfterS: number; httpDate?: boolean };
@@ -74,6 +84,8 @@ export interface Simulator {
   stats: SimStats;
   items: Map<number, SimItem>;
   events: GitHubEvent[];
+  /** Oldest first. */
+  stripeEvents: StripeEvent[];
   insert(count: number): SimItem[];
   update(ids: number[]): SimItem[];
   /** An update that reaches the API late: its updated_at is `at`, in the past. */
@@ -118,11 +130,12 @@ export function changeFeedSource(baseUrl: string, name: string, pageSize: number
   };
 }
 
-const API_PREFIXES = ['/api/', '/events', '/repos/'];
+const API_PREFIXES = ['/api/', '/events', '/repos/', '/v1/'];
 
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
   const items = new Map<number, SimItem>();
   const events: GitHubEvent[] = [];
+  const stripeEvents: StripeEvent[] = [];
   const faults: Faults = { ...options.faults };
   const stats: SimStats = {
     requests: 0,
@@ -146,6 +159,15 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     lastTime = options.clockStart ? lastTime + 1000 : Math.max(Date.now(), lastTime + 1);
     return new Date(lastTime).toISOString();
   };
+  const logChange = ({ version: v, ...item }: SimItem) => {
+    stripeEvents.push({
+      id: `evt_${v}`,
+      object: 'event',
+      type: item.created_at === item.updated_at ? 'item.created' : 'item.updated',
+      created: Math.floor(Date.parse(item.updated_at) / 1000),
+      data: { object: { ...item } },
+    });
+  };
 
   const sim: Simulator = {
     url: '',
@@ -154,6 +176,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     stats,
     items,
     events,
+    stripeEvents,
     insert(count) {
       const made: SimItem[] = [];
       for (let i = 0; i < count; i++) {
@@ -167,6 +190,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
           version: ++version,
         };
         items.set(item.id, item);
+        logChange(item);
         made.push(item);
       }
       return made;
@@ -178,6 +202,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         item.value += 1;
         item.updated_at = tick();
         item.version = ++version;
+        logChange(item);
         return [item];
       });
     },
@@ -187,6 +212,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       item.value += 1;
       item.updated_at = at.toISOString();
       item.version = ++version;
+      logChange(item);
       return item;
     },
     addEvents(count) {
@@ -441,6 +467,36 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     done(null, Object.fromEntries(new URLSearchParams(String(body)))),
   );
   // OAuth2 token endpoint (RFC 6749 section 4.4): client credentials in the form body.
+  // Stripe-style list (https://docs.stripe.com/api/events/list): newest first, `limit` 1-100 (default
+  // 10), `starting_after` an event id, `created[gte]` epoch seconds, `has_more` in the body.
+  app.get('/v1/events', async (request, reply) => {
+    if (await gate(request, reply)) return reply;
+    const q = request.query as Q;
+    const limit = q.limit === undefined ? 10 : Number(q.limit);
+    const invalid = (param: string, message: string) =>
+      reply.code(400).send({ error: { type: 'invalid_request_error', param, message } });
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return invalid('limit', 'This value must be between 1 and 100.');
+    }
+    const since = q['created[gte]'] === undefined ? 0 : Number(q['created[gte]']);
+    if (!Number.isInteger(since)) return invalid('created[gte]', 'Invalid integer.');
+    const newestFirst = stripeEvents
+      .filter((e) => e.created >= since)
+      .sort((a, b) => b.created - a.created || Number(b.id.slice(4)) - Number(a.id.slice(4)));
+    let from = 0;
+    if (q.starting_after) {
+      from = newestFirst.findIndex((e) => e.id === q.starting_after) + 1;
+      if (from === 0) {
+        return reply.code(404).send({
+          error: { type: 'invalid_request_error', code: 'resource_missing', param: 'starting_after' },
+        });
+      }
+    }
+    const data = newestFirst.slice(from, from + limit);
+    for (const e of data) stats.served.add(`${e.data.object.id}@${e.data.object.updated_at}`);
+    return reply.send({ object: 'list', url: '/v1/events', has_more: from + limit < newestFirst.length, data });
+  });
+
   app.post('/oauth/token', async (request, reply) => {
     const form = (request.body ?? {}) as Q;
     const oauth = faults.oauth;

@@ -26,7 +26,9 @@ export type Pagination =
   | { type: 'offset'; offset_param: string; limit_param: string; limit: number }
   | { type: 'page'; page_param: string; size_param?: string; size: number; start: number }
   | { type: 'link' }
-  | { type: 'keyset'; param: string; field: string; limit_param?: string; limit?: number };
+  | { type: 'keyset'; param: string; field: string; limit_param?: string; limit?: number }
+  /** Stripe-style lists: the next page starts after the last record's `field`, while `has_more_path` is true. */
+  | { type: 'after_last'; param: string; field: string; has_more_path: string };
 
 export type Incremental =
   | { type: 'none' }
@@ -219,7 +221,7 @@ function readAuth(r: Reader): Auth {
 }
 
 function readPagination(r: Reader): Pagination {
-  const type = r.oneOf('type', ['none', 'cursor', 'offset', 'page', 'link', 'keyset'] as const);
+  const type = r.oneOf('type', ['none', 'cursor', 'offset', 'page', 'link', 'keyset', 'after_last'] as const);
   switch (type) {
     case 'none':
     case 'link':
@@ -253,6 +255,14 @@ function readPagination(r: Reader): Pagination {
         field: r.str('field'),
         limit_param: r.optStr('limit_param'),
         limit: r.obj.limit === undefined ? undefined : r.int('limit', undefined, 1),
+      };
+    case 'after_last':
+      r.only(['type', 'param', 'field', 'has_more_path']);
+      return {
+        type,
+        param: r.str('param', 'starting_after'),
+        field: r.str('field', 'id'),
+        has_more_path: r.str('has_more_path', 'has_more'),
       };
   }
 }

@@ -520,6 +520,16 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
       const full = pg.limit === undefined ? records.length > 0 : records.length >= pg.limit;
       if (last !== undefined) position = last;
       if (full && last !== undefined) next = setParam(pg.param, last);
+    } else if (pg.type === 'after_last') {
+      const more = pick(body, pg.has_more_path);
+      if (typeof more !== 'boolean') throw new PageError(url, `${pg.has_more_path} is not true or false`);
+      if (more && records.length > 0) {
+        const last = pick(records[records.length - 1], pg.field);
+        if (typeof last !== 'string' && typeof last !== 'number') {
+          throw new PageError(url, `the last record's ${pg.field} is not a string or number`);
+        }
+        next = setParam(pg.param, String(last));
+      }
     } else if (pg.type === 'offset') {
       const offset = Number(new URL(url).searchParams.get(pg.offset_param) ?? 0);
       if (records.length >= pg.limit) next = setParam(pg.offset_param, String(offset + records.length));

@@ -45,6 +45,9 @@ export class OutboxInputError extends Error {
 const TOPIC_SAFE = /^[A-Za-z0-9._-]+$/;
 /** A JSON \u0000 escape not preceded by an escaped backslash. */
 const ESCAPED_NUL = /(^|[^\\])(\\\\)*\\u0000/;
+/** JSON.stringify escapes a UTF-16 surrogate only when it is unpaired, which Postgres refuses. */
+const ESCAPED_LONE_SURROGATE = /(^|[^\\])(\\\\)*\\ud[89a-f][0-9a-f]{2}/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(^|[^\ud800-\udbff])[\udc00-\udfff]/;
 
 /** Topic naming: one topic per source. Its value subject is `<topic>-value` (TopicNameStrategy). */
 export function topicFor(source: string): string {
@@ -70,6 +73,7 @@ function validate(event: NewEvent, index: number): void {
     }
     if (value.length > max) throw new OutboxInputError(index, field, `longer than ${max} characters`);
     if (value.includes('\u0000')) throw new OutboxInputError(index, field, 'contains a NUL character');
+    if (LONE_SURROGATE.test(value)) throw new OutboxInputError(index, field, LONE_SURROGATE_PROBLEM);
   };
   text('source', 200);
   if (!TOPIC_SAFE.test(event.source)) {
@@ -118,7 +122,14 @@ SELECT input.ord, queued.id::text AS outbox_id
 FROM input LEFT JOIN queued USING (source, event_id)
 ORDER BY input.ord`;
 
-const nulInPayload = (index: number) => new OutboxInputError(index, 'payload', 'contains a \\u0000 (NUL) character');
+const LONE_SURROGATE_PROBLEM = 'contains an unpaired UTF-16 surrogate (not valid Unicode), which Postgres cannot store';
+
+/** Why Postgres would refuse this payload (jsonb holds neither NUL nor unpaired surrogates), if it would. */
+function payloadProblem(serialised: string): string | undefined {
+  if (serialised.includes('\\u0000') && ESCAPED_NUL.test(serialised)) return 'contains a \\u0000 (NUL) character';
+  if (serialised.includes('\\ud') && ESCAPED_LONE_SURROGATE.test(serialised)) return LONE_SURROGATE_PROBLEM;
+  return undefined;
+}
 
 /** One element of the statement's JSON document; the names are the SQL column names. */
 interface InputRow {
@@ -148,7 +159,8 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
     const key = `${event.source}\u0000${event.eventId}`;
     if (seen.has(key)) {
       // A repeat writes nothing, but its payload is still checked like every other.
-      if (ESCAPED_NUL.test(JSON.stringify(event.payload))) throw nulInPayload(index);
+      const problem = payloadProblem(JSON.stringify(event.payload));
+      if (problem) throw new OutboxInputError(index, 'payload', problem);
       return;
     }
     seen.add(key);
@@ -168,11 +180,13 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
   const outboxIds = new Map<number, string | null>();
   if (rows.length > 0) {
     const document = JSON.stringify(rows);
-    // Postgres jsonb cannot store the NUL character: name the payload that holds one before anything
-    // is sent. The cheap includes() keeps the per-payload search off the common path.
-    if (document.includes('\\u0000') && ESCAPED_NUL.test(document)) {
-      const at = rows.find((row) => ESCAPED_NUL.test(JSON.stringify(row.payload)));
-      if (at) throw nulInPayload(at.ord);
+    // Name the payload Postgres would refuse before anything is sent. The cheap test of the whole
+    // document keeps the per-payload search off the common path.
+    if (payloadProblem(document)) {
+      for (const row of rows) {
+        const problem = payloadProblem(JSON.stringify(row.payload));
+        if (problem) throw new OutboxInputError(row.ord, 'payload', problem);
+      }
     }
     // Named, so each connection parses and plans the statement once rather than on every append.
     const result = await client.query<{ ord: number; outbox_id: string | null }>({

@@ -86,6 +86,9 @@ describe('appendEvents', () => {
       [{ eventTime: new Date('nope') }, 'event[1].eventTime'],
       [{ payload: [] as unknown as Record<string, unknown> }, 'event[1].payload'],
       [{ payload: { text: 'nul \u0000 inside' } }, 'event[1].payload'],
+      [{ payload: { text: 'half \ud800 a pair' } }, 'event[1].payload'],
+      [{ payload: { 'key \udc00': 1 } }, 'event[1].payload'],
+      [{ entityKey: 'e\udc00' }, 'event[1].entityKey'],
       [{ source: 'has space' }, 'event[1].source'],
     ] as const;
     for (const [override, field] of bad) {
@@ -96,6 +99,16 @@ describe('appendEvents', () => {
       expect((error as Error).message).toContain(field);
     }
     expect(await counts(source)).toEqual({ raw: 0, outbox: 0 });
+  });
+
+  it('stores whole surrogate pairs, and text that only looks like an escape', async () => {
+    const source = uniqueName('append-unicode');
+    const payload = { emoji: '\ud83d\ude00', text: 'a literal \\ud800 and \\u0000' };
+    await withTransaction(pool, (c) =>
+      appendEvents(c, [{ ...event(source, 'u'), entityKey: 'k\ud83d\ude00', payload }]),
+    );
+    const { rows } = await pool.query('SELECT payload, entity_key FROM raw_events WHERE source = $1', [source]);
+    expect(rows).toEqual([{ payload, entity_key: 'k\ud83d\ude00' }]);
   });
 
   it('refuses a NUL in the payload of a repeat inside the batch too', async () => {

@@ -89,10 +89,19 @@ describe('POST /ingest (seed 004)', () => {
       const problems = answer.json().problems as Array<{ path: string }>;
       expect(problems.map((p) => p.path).sort(), JSON.stringify(body)).toEqual(paths);
     }
-    const surrogate = await ingest(`{"source":"${source}","event_type":"t","entity_id":"e",
-      "event_time":"2025-01-01T00:00:00Z","payload":{"s":"\\ud800"}}`);
-    expect(surrogate.statusCode).toBe(400);
-    expect(surrogate.json().error).toBe('unstorable_value');
+    // Valid JSON, not valid Unicode (an unpaired surrogate): Postgres would refuse it, so the answer
+    // names where it is.
+    const raw = (entity: string, note: string) =>
+      `{"source":"${source}","event_type":"t","entity_id":"${entity}","event_time":"2025-01-01T00:00:00Z","payload":{"s":"${note}"}}`;
+    for (const [body, path] of [
+      [raw('e', '\\ud800'), '/payload'],
+      [raw('e\\udc00', 'fine'), '/entity_id'],
+    ]) {
+      const answer = await ingest(body);
+      expect(answer.statusCode, body).toBe(400);
+      expect(answer.json().problems.map((p: { path: string }) => p.path)).toEqual([path]);
+      expect(answer.json().message).toContain('unpaired UTF-16 surrogate');
+    }
     expect(await counts(t.pool, source)).toEqual({ events: 0, outbox: 0 });
   });
 
@@ -225,6 +234,22 @@ describe('operations', () => {
 });
 
 describe('in-memory dedupe fast path', () => {
+  it('remembers only committed events: a retry after a 503 (nothing stored) is ACCEPTED and stored', async () => {
+    const small = await startApp([], { poolMax: 1, maxWaiting: 0, dedupeCacheSize: 100 });
+    const source = uniqueSource();
+    const send = () => small.app.inject({ method: 'POST', url: '/ingest', payload: seedEvent(source) });
+    try {
+      const held = await small.pool.connect();
+      const shed = await send().finally(() => held.release());
+      expect(shed.statusCode).toBe(503);
+      const retry = await send();
+      expect(retry.json().status).toBe('ACCEPTED');
+      expect(await counts(small.pool, source)).toEqual({ events: 1, outbox: 1 });
+    } finally {
+      await small.close();
+    }
+  });
+
   it('answers a replay of a stored event without Postgres, and forgets the oldest beyond its size', async () => {
     const cached = await startApp([], { dedupeCacheSize: 1 });
     const source = uniqueSource();

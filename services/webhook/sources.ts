@@ -29,6 +29,9 @@ export interface WebhookSource {
 
 const NAME = /^[A-Za-z0-9._-]{1,200}$/;
 const HEADER = /^[A-Za-z0-9-]{1,100}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const FIELDS = ['scheme', 'secret_env', 'entity_key_path'];
+const HMAC_FIELDS = ['header', 'encoding', 'prefix', 'id_header', 'type_header'];
 
 export const DEFAULT_SOURCES: Record<string, { scheme: Scheme; secret_env: string[] }> = {
   github: { scheme: 'github', secret_env: ['GITHUB_WEBHOOK_SECRET', 'GITHUB_WEBHOOK_SECRET_PREVIOUS'] },
@@ -56,10 +59,24 @@ function parseSource(name: string, raw: unknown, env: NodeJS.ProcessEnv, require
   const def = raw as Record<string, unknown>;
   const scheme = def.scheme as Scheme;
   if (!SCHEMES.includes(scheme)) fail(`scheme must be one of ${SCHEMES.join(', ')}`);
+  // A misspelt field would otherwise be ignored silently (an entity key from the default path, say).
+  const known = scheme === 'hmac' ? [...FIELDS, ...HMAC_FIELDS] : FIELDS;
+  for (const field of Object.keys(def)) {
+    if (known.includes(field)) continue;
+    fail(
+      HMAC_FIELDS.includes(field)
+        ? `"${field}" applies to the hmac scheme only`
+        : `unknown field "${field}" (known: ${known.join(', ')})`,
+    );
+  }
   const names = typeof def.secret_env === 'string' ? [def.secret_env] : def.secret_env;
   if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === 'string' && n !== '')) {
     fail('secret_env must name one or more environment variables');
   }
+  // Not echoed: a value that is not a variable name may be the secret itself, pasted in by mistake.
+  (names as string[]).forEach((n, i) => {
+    if (!ENV_NAME.test(n)) fail(`secret_env entry ${i + 1} is not an environment variable name (letters, digits, _)`);
+  });
   const secretEnv = (names as string[]).filter((n) => env[n] !== undefined && env[n] !== '');
   if (secretEnv.length === 0) {
     if (!required) return undefined;

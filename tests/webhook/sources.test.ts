@@ -45,5 +45,14 @@ describe('webhook sources (pure logic)', () => {
     expect(() => loadSources(file('sources:\n  "a b": { scheme: github, secret_env: K }'), env)).toThrow(
       /source "a b": name may contain only/,
     );
+    expect(() => loadSources(file('sources:\n  x: { scheme: github, secret_env: K, entity_key_pth: a }'), env)).toThrow(
+      /source "x": unknown field "entity_key_pth" \(known: scheme, secret_env, entity_key_path\)/,
+    );
+    expect(() => loadSources(file('sources:\n  x: { scheme: stripe, secret_env: K, header: X-Sig }'), env)).toThrow(
+      /source "x": "header" applies to the hmac scheme only/,
+    );
+    const pasted = () => loadSources(file('sources:\n  x: { scheme: github, secret_env: [K, "s3cr3t-value!"] }'), env);
+    expect(pasted).toThrow(/source "x": secret_env entry 2 is not an environment variable name/);
+    expect(pasted).not.toThrow(/s3cr3t/);
   });
 });

@@ -436,6 +436,8 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
   let maxUpdated = before.watermark;
   let maxKey = before.watermark;
   let firstEtag: string | undefined;
+  /** Every URL requested in this run: a next page among them is a pagination loop. */
+  const requested = new Set([new URL(url).toString()]);
   let pollSeconds: number | undefined;
 
   for (let page = 1; ; page++) {
@@ -518,6 +520,11 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
         }
       }
       const full = pg.limit === undefined ? records.length > 0 : records.length >= pg.limit;
+      const current = new URL(url).searchParams.get(pg.param);
+      if (full && last !== undefined && current !== null && compareKeys(last, current) <= 0) {
+        // A page of one tied value (or going backwards) would ask for the same page again and again.
+        throw new PageError(url, `keyset: the page's highest ${pg.field} ${last} is not above ${pg.param}=${current}`);
+      }
       if (last !== undefined) position = last;
       if (full && last !== undefined) next = setParam(pg.param, last);
     } else if (pg.type === 'after_last') {
@@ -538,6 +545,15 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
       if (records.length >= pg.size) next = setParam(pg.page_param, String(current + 1));
     } else if (pg.type === 'link') {
       next = nextLink(response.headers.link, url);
+    }
+
+    if (next) {
+      const target = new URL(next);
+      // A next page already asked for in this run (a Link to itself, a cursor cycle) would never end.
+      if (requested.has(target.toString())) {
+        throw new PageError(url, `the next page ${redactSecrets(next)} was already requested in this run (a loop)`);
+      }
+      requested.add(target.toString());
     }
 
     if (inc.type === 'newest_first') {

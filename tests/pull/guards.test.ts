@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Pool } from '../../libs/db/index.ts';
+import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
+import { testPool, uniqueName } from '../helpers/real-stack.ts';
+import { definition, takeLease } from './helpers.ts';
+import { json, type Stub, startStub } from './stub.ts';
+
+let pool: Pool;
+let stub: Stub;
+let other: Stub;
+
+beforeAll(async () => {
+  pool = testPool();
+  stub = await startStub();
+  other = await startStub();
+});
+afterAll(async () => {
+  await stub.close();
+  await other.close();
+  await pool.end();
+});
+beforeEach(() => {
+  stub.requests.length = 0;
+  other.requests.length = 0;
+});
+
+/** A source on the stub: records in `data`, fixed event type, no retries (answers are scripted). */
+function stubDefinition(overrides: Record<string, unknown>): Record<string, unknown> {
+  return {
+    name: uniqueName('stub').toLowerCase(),
+    request: { base_url: stub.url, path: '/list' },
+    records: { path: 'data', primary_key: 'id', event_type: 'thing' },
+    pagination: { type: 'none' },
+    retry: { max_attempts: 1, deadline: '5s' },
+    ...overrides,
+  };
+}
+
+async function run(raw: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) {
+  const def = definition(raw);
+  return runSource(def, { pool, owner: await takeLease(pool, def.name), env });
+}
+
+const page = (ids: number[]) => ids.map((id) => ({ id }));
+
+describe('pagination that would never end', () => {
+  it('fails when a Link rel="next" points at the page just read, naming the repeat', async () => {
+    const raw = stubDefinition({ pagination: { type: 'link' } });
+    stub.handle = (request, response) =>
+      json(response, { data: page([1, 2]) }, { link: `<${stub.url}${request.url}>; rel="next"` });
+    const failed = run(raw);
+    await expect(failed).rejects.toThrow(PageError);
+    await expect(failed).rejects.toThrow(/already requested in this run/);
+    expect(stub.requests).toHaveLength(1);
+  });
+
+  it('fails on a cursor cycle A -> B -> A without moving the checkpoint', async () => {
+    const raw = stubDefinition({
+      pagination: { type: 'cursor', cursor_path: 'next', cursor_param: 'cursor' },
+      incremental: { type: 'cursor' },
+    });
+    stub.handle = (request, response) => {
+      const cursor = new URL(request.url, stub.url).searchParams.get('cursor');
+      json(response, { data: page([1]), next: cursor === 'A' ? 'B' : 'A' });
+    };
+    await expect(run(raw)).rejects.toThrow(/cursor=A was already requested in this run/);
+    expect(stub.requests.map((r) => r.url)).toEqual(['/list', '/list?cursor=A', '/list?cursor=B']);
+    // The pages before the loop are committed with their own positions; the looping page is not.
+    expect((await loadCheckpoint(pool, String(raw.name))).cursor).toBe('B');
+  });
+
+  it('fails on a keyset page whose highest value is not above the one asked for (a page of one tied value)', async () => {
+    const raw = stubDefinition({
+      pagination: { type: 'keyset', param: 'since', field: 'v', limit_param: 'n', limit: 2 },
+    });
+    stub.handle = (_request, response) =>
+      json(response, {
+        data: [
+          { id: 1, v: 7 },
+          { id: 2, v: 7 },
+        ],
+      });
+    await expect(run(raw)).rejects.toThrow(/highest v 7 is not above since=7/);
+    expect(stub.requests.map((r) => r.url)).toEqual(['/list?n=2', '/list?n=2&since=7']);
+  });
+});

@@ -549,6 +549,14 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
 
     if (next) {
       const target = new URL(next);
+      const origin = new URL(url).origin;
+      // The credentials (bearer / OAuth2 token, API key) are for the source's server only.
+      if (target.origin !== origin) {
+        throw new PageError(
+          url,
+          `the next page ${redactSecrets(next)} is on another origin than ${origin}; not followed`,
+        );
+      }
       // A next page already asked for in this run (a Link to itself, a cursor cycle) would never end.
       if (requested.has(target.toString())) {
         throw new PageError(url, `the next page ${redactSecrets(next)} was already requested in this run (a loop)`);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Pool } from '../../libs/db/index.ts';
 import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
 import { testPool, uniqueName } from '../helpers/real-stack.ts';
-import { definition, takeLease } from './helpers.ts';
+import { definition, eventIds, takeLease } from './helpers.ts';
 import { json, type Stub, startStub } from './stub.ts';
 
 let pool: Pool;
@@ -82,5 +82,23 @@ describe('pagination that would never end', () => {
       });
     await expect(run(raw)).rejects.toThrow(/highest v 7 is not above since=7/);
     expect(stub.requests.map((r) => r.url)).toEqual(['/list?n=2', '/list?n=2&since=7']);
+  });
+});
+
+describe('credentials stay with the source', () => {
+  it('does not follow a next page on another origin, so the token is not sent there', async () => {
+    const raw = stubDefinition({
+      pagination: { type: 'link' },
+      auth: { type: 'bearer', token_env: 'STUB_TOKEN' },
+    });
+    stub.handle = (_request, response) =>
+      json(response, { data: page([1]) }, { link: `<${other.url}/steal?page=2>; rel="next"` });
+    other.handle = (_request, response) => json(response, { data: [] });
+    const failed = run(raw, { STUB_TOKEN: 'SECRET-TOKEN-1' });
+    await expect(failed).rejects.toThrow(PageError);
+    await expect(failed).rejects.toThrow(`is on another origin than ${stub.url}`);
+    expect(stub.requests[0]!.headers.authorization).toBe('Bearer SECRET-TOKEN-1');
+    expect(other.requests).toEqual([]);
+    expect(await eventIds(pool, String(raw.name))).toEqual([]);
   });
 });

@@ -105,12 +105,17 @@ export function requestFingerprint(method: string, url: string, body = ''): stri
   return createHash('sha256').update(method.toUpperCase()).update(url).update(body).digest('hex');
 }
 
-/** The URL with secret-looking query values masked, for logs, errors and stored rows. */
-export function redactSecrets(url: string): string {
+/**
+ * The URL with secret-looking query values masked, for logs, errors and stored rows. `alsoSecret`
+ * names more parameters to mask (compared case-insensitively), e.g. a source's API key parameter
+ * (`appid`, `private_token`) that the fixed list of names cannot know.
+ */
+export function redactSecrets(url: string, alsoSecret: readonly string[] = []): string {
+  const extra = new Set(alsoSecret.map((name) => name.toLowerCase()));
   try {
     const parsed = new URL(url);
     for (const name of [...parsed.searchParams.keys()]) {
-      if (SECRET_PARAMS.test(name)) parsed.searchParams.set(name, '***');
+      if (SECRET_PARAMS.test(name) || extra.has(name.toLowerCase())) parsed.searchParams.set(name, '***');
     }
     if (parsed.password) parsed.password = '***';
     return parsed.toString();

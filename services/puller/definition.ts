@@ -51,6 +51,12 @@ export interface SourceDefinition {
     headers: Record<string, string>;
     body?: string;
     timeout_ms: number;
+    /**
+     * Names of the params / headers whose value came from an environment variable (not from a
+     * default): possibly secrets, so the engine masks them wherever it records or prints a URL or error.
+     */
+    env_params: string[];
+    env_headers: string[];
   };
   auth: Auth;
   records: {
@@ -170,21 +176,30 @@ class Reader {
     return new Reader(this.file, this.field(key), value as Obj, this.env);
   }
 
-  /** A flat map of scalars, values expanded and turned into strings. */
-  map(key: string): Record<string, string> {
+  /** A flat map of scalars, values expanded and turned into strings; `fromEnv` gets the names set from the environment. */
+  map(key: string, fromEnv: string[] = []): Record<string, string> {
     const sub = this.child(key, false);
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(sub.obj)) {
       if (typeof value === 'number' || typeof value === 'boolean') out[name] = String(value);
-      else if (typeof value === 'string') out[name] = sub.expanded(name);
-      else sub.fail(name, 'must be a string, number or boolean');
+      else if (typeof value === 'string') {
+        out[name] = sub.expanded(name);
+        if (usesEnv(value, this.env)) fromEnv.push(name);
+      } else sub.fail(name, 'must be a string, number or boolean');
     }
     return out;
   }
 }
 
+const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** True when `text` takes part of its value from a set environment variable (not from a default). */
+function usesEnv(text: string, env: NodeJS.ProcessEnv): boolean {
+  return [...text.matchAll(REFERENCE)].some((match) => env[match[1]!] !== undefined && env[match[1]!] !== '');
+}
+
 function expand(text: string, env: NodeJS.ProcessEnv, fail: (problem: string) => never): string {
-  return text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_all, name: string, fallback?: string) => {
+  return text.replace(REFERENCE, (_all, name: string, fallback?: string) => {
     const value = env[name];
     if (value !== undefined && value !== '') return value;
     if (fallback !== undefined) return fallback;
@@ -327,6 +342,8 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
     req.fail('base_url', `must be an absolute http(s) URL (got "${baseUrl}")`);
   }
   const method = req.oneOf('method', ['GET', 'POST'] as const, 'GET');
+  const envParams: string[] = [];
+  const envHeaders: string[] = [];
 
   const rec = r.child('records', true);
   rec.only(['path', 'primary_key', 'event_time', 'updated_at', 'event_type', 'event_type_field']);
@@ -372,10 +389,12 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
       base_url: baseUrl.replace(/\/+$/, ''),
       path: req.expanded('path', ''),
       method,
-      params: req.map('params'),
-      headers: req.map('headers'),
+      params: req.map('params', envParams),
+      headers: req.map('headers', envHeaders),
       body: req.obj.body === undefined ? undefined : req.expanded('body'),
       timeout_ms: req.duration('timeout', '30s'),
+      env_params: envParams,
+      env_headers: envHeaders,
     },
     auth: readAuth(r.child('auth', false)),
     records,

@@ -66,6 +66,7 @@ export interface RunOptions {
 }
 
 export class PageError extends Error {
+  /** `url` is shown masked by redactSecrets; the engine also masks the source's own secrets (SecretMask). */
   constructor(url: string, problem: string) {
     super(`malformed page from ${redactSecrets(url)}: ${problem}; checkpoint not moved`);
     this.name = 'PageError';
@@ -87,6 +88,62 @@ export class AuthConfigError extends Error {
 }
 
 type Json = Record<string, unknown>;
+
+/** Shortest value masked by its text: shorter ones are no secrets worth the name and would mask at random. */
+const MIN_SECRET_LENGTH = 4;
+
+/**
+ * Masks a source's secrets in whatever it records or prints: by parameter name in URLs (the API key's
+ * query_param and params set from the environment, besides redactSecrets' own list), and by value in
+ * any text (errors carry URLs and answers the HTTP client shaped without knowing these names).
+ */
+export class SecretMask {
+  private readonly names: string[];
+  private readonly values: string[];
+
+  constructor(def: SourceDefinition, env: NodeJS.ProcessEnv) {
+    const auth = def.auth;
+    this.names = [...def.request.env_params];
+    const values = [
+      ...def.request.env_params.map((name) => def.request.params[name]),
+      ...def.request.env_headers.map((name) => def.request.headers[name]),
+    ];
+    if (auth.type === 'api_key') {
+      if (auth.query_param) this.names.push(auth.query_param);
+      values.push(env[auth.key_env]);
+    } else if (auth.type === 'bearer') values.push(env[auth.token_env]);
+    else if (auth.type === 'oauth2_client_credentials') values.push(env[auth.client_secret_env]);
+    const forms = new Set<string>();
+    for (const value of values) {
+      if (value === undefined || value.length < MIN_SECRET_LENGTH) continue;
+      // As written, and as it appears inside a URL (percent-encoded, or form-encoded by URLSearchParams).
+      forms.add(value);
+      forms.add(encodeURIComponent(value));
+      forms.add(new URLSearchParams({ v: value }).toString().slice(2));
+    }
+    // Longest first, so a value containing another is masked whole.
+    this.values = [...forms].sort((a, b) => b.length - a.length);
+  }
+
+  text(text: string): string {
+    let out = text;
+    for (const value of this.values) out = out.split(value).join('***');
+    return out;
+  }
+
+  url(url: string): string {
+    return this.text(redactSecrets(url, this.names));
+  }
+
+  /** The same error with the secrets masked in its message, stack and URL. */
+  error(error: unknown): unknown {
+    if (!(error instanceof Error)) return error;
+    error.message = this.text(error.message);
+    if (error.stack) error.stack = this.text(error.stack);
+    if (error instanceof HttpError) Object.assign(error, { url: this.url(error.url) });
+    return error;
+  }
+}
 
 /** Reads a dotted path ("data.items"); an empty path is the value itself. */
 export function pick(value: unknown, dotted: string): unknown {
@@ -241,14 +298,13 @@ interface Candidate {
 async function commitPage(
   def: SourceDefinition,
   opts: RunOptions,
-  url: string,
+  shownUrl: string,
   page: number,
   records: unknown[],
   checkpoint: Checkpoint | undefined,
   runId: string,
 ): Promise<Omit<PageProgress, 'page' | 'url' | 'records'>> {
   const spec = def.records;
-  const shownUrl = redactSecrets(url);
   const candidates: Candidate[] = [];
   const quarantine: Array<{ reason: string; record: unknown }> = [];
   for (const record of records) {
@@ -362,7 +418,12 @@ async function commitPage(
   });
 }
 
-function buildClient(def: SourceDefinition, opts: RunOptions, counters: { throttled: number; waitedMs: number }) {
+function buildClient(
+  def: SourceDefinition,
+  opts: RunOptions,
+  counters: { throttled: number; waitedMs: number },
+  mask: SecretMask,
+) {
   const pacer = def.rate_limit
     ? new PgTokenBucket(opts.pool, {
         name: def.rate_limit.bucket,
@@ -381,16 +442,25 @@ function buildClient(def: SourceDefinition, opts: RunOptions, counters: { thrott
       opts.metrics?.wait(def.name, wait.reason, wait.ms);
       if (wait.status === 429 || wait.reason === 'retry-after') counters.throttled++;
       counters.waitedMs += wait.ms;
-      opts.onWait?.(wait);
+      opts.onWait?.({ ...wait, url: mask.url(wait.url) });
     },
   });
 }
 
 export async function runSource(def: SourceDefinition, opts: RunOptions): Promise<RunStats> {
+  const mask = new SecretMask(def, opts.env ?? process.env);
+  try {
+    return await runPages(def, opts, mask);
+  } catch (error) {
+    throw mask.error(error);
+  }
+}
+
+async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMask): Promise<RunStats> {
   const env = opts.env ?? process.env;
   const runId = `${opts.owner}@${Date.now()}`;
   const counters = { throttled: 0, waitedMs: 0 };
-  const client = opts.client ?? buildClient(def, opts, counters);
+  const client = opts.client ?? buildClient(def, opts, counters, mask);
   const before = await loadCheckpoint(opts.pool, def.name);
   const stats: RunStats = {
     pages: 0,
@@ -552,14 +622,11 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
       const origin = new URL(url).origin;
       // The credentials (bearer / OAuth2 token, API key) are for the source's server only.
       if (target.origin !== origin) {
-        throw new PageError(
-          url,
-          `the next page ${redactSecrets(next)} is on another origin than ${origin}; not followed`,
-        );
+        throw new PageError(url, `the next page ${mask.url(next)} is on another origin than ${origin}; not followed`);
       }
       // A next page already asked for in this run (a Link to itself, a cursor cycle) would never end.
       if (requested.has(target.toString())) {
-        throw new PageError(url, `the next page ${redactSecrets(next)} was already requested in this run (a loop)`);
+        throw new PageError(url, `the next page ${mask.url(next)} was already requested in this run (a loop)`);
       }
       requested.add(target.toString());
     }
@@ -581,7 +648,7 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     }
 
     const pageCheckpoint = inc.type === 'cursor' ? { ...before, cursor: position } : undefined;
-    const result = await commitPage(def, opts, url, page, records, pageCheckpoint, runId);
+    const result = await commitPage(def, opts, mask.url(url), page, records, pageCheckpoint, runId);
     stats.pages++;
     stats.records += records.length;
     stats.accepted += result.accepted;
@@ -590,7 +657,7 @@ export async function runSource(def: SourceDefinition, opts: RunOptions): Promis
     stats.quarantined += result.quarantined;
     if (pageCheckpoint) stats.checkpoint = pageCheckpoint;
     opts.metrics?.page(def.name, { records: records.length, ...result });
-    opts.onPage?.({ page, url: redactSecrets(url), records: records.length, ...result });
+    opts.onPage?.({ page, url: mask.url(url), records: records.length, ...result });
 
     if (stop || !next || (def.max_pages !== undefined && page >= def.max_pages)) break;
     url = next;

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Pool } from '../../libs/db/index.ts';
 import { loadCheckpoint, PageError, runSource } from '../../services/puller/engine.ts';
+import { pullOnce } from '../../services/puller/runner.ts';
 import { testPool, uniqueName } from '../helpers/real-stack.ts';
 import { definition, eventIds, takeLease } from './helpers.ts';
 import { json, type Stub, startStub } from './stub.ts';
@@ -37,7 +38,7 @@ function stubDefinition(overrides: Record<string, unknown>): Record<string, unkn
 }
 
 async function run(raw: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) {
-  const def = definition(raw);
+  const def = definition(raw, env);
   return runSource(def, { pool, owner: await takeLease(pool, def.name), env });
 }
 
@@ -100,5 +101,73 @@ describe('credentials stay with the source', () => {
     expect(stub.requests[0]!.headers.authorization).toBe('Bearer SECRET-TOKEN-1');
     expect(other.requests).toEqual([]);
     expect(await eventIds(pool, String(raw.name))).toEqual([]);
+  });
+});
+
+describe('an API key sent as a query parameter of any name', () => {
+  const KEY = 'KEY-s3cr3t/0042+x';
+  const env = { WEATHER_KEY: KEY, WEATHER_TOKEN: 'TOKEN-from-env-77' };
+  const keyedDefinition = () =>
+    stubDefinition({
+      request: { base_url: stub.url, path: '/list', params: { private_token: '${WEATHER_TOKEN}', units: 'metric' } },
+      auth: { type: 'api_key', key_env: 'WEATHER_KEY', query_param: 'appid' },
+      pagination: { type: 'link' },
+    });
+  const leaks = (text: string) =>
+    text.includes(KEY) || text.includes(encodeURIComponent(KEY)) || text.includes('TOKEN-from-env-77');
+
+  it('is masked in lineage, quarantine, progress, pull_runs.error and the thrown error', async () => {
+    const raw = keyedDefinition();
+    stub.handle = (request, response) => {
+      const at = new URL(request.url, stub.url);
+      if (at.searchParams.get('page') !== '2') {
+        at.searchParams.set('page', '2');
+        // One good record, one without its key (quarantined with the URL).
+        json(response, { data: [{ id: 1 }, { name: 'no id' }] }, { link: `<${at.pathname}${at.search}>; rel="next"` });
+      } else {
+        // A server that echoes the request in its error answer, as many do.
+        response.writeHead(400, { 'content-type': 'text/plain' }).end(`bad request ${request.url}`);
+      }
+    };
+    const def = definition(raw, env);
+    const shown: string[] = [];
+    const failed = pullOnce(def, {
+      pool,
+      owner: 'mask-test',
+      leaseTtlMs: 30_000,
+      waitLeaseMs: 0,
+      env,
+      onPage: (progress) => shown.push(progress.url),
+    });
+    await expect(failed).rejects.toThrow(/answered 400/);
+    const error = await failed.catch((e: Error) => e);
+    // The key really was sent, and is found nowhere it was recorded or shown.
+    expect(new URL(stub.requests[0]!.url, stub.url).searchParams.get('appid')).toBe(KEY);
+    expect(leaks(String((error as Error).message))).toBe(false);
+    expect(leaks(String((error as Error).stack))).toBe(false);
+    expect(shown).toHaveLength(1);
+    expect(shown[0]).toContain('appid=***');
+    expect(shown[0]).toContain('private_token=***');
+    expect(leaks(shown.join(' '))).toBe(false);
+    const stored = await pool.query<{ text: string }>(
+      `SELECT lineage::text AS text FROM raw_events WHERE source = $1
+       UNION ALL SELECT url FROM pull_quarantine WHERE source = $1
+       UNION ALL SELECT coalesce(error, '') FROM pull_runs WHERE source = $1`,
+      [def.name],
+    );
+    expect(stored.rows).toHaveLength(3);
+    expect(stored.rows.find((r) => r.text.includes('answered 400'))).toBeTruthy();
+    for (const row of stored.rows) expect(leaks(row.text)).toBe(false);
+  });
+
+  it('is masked in a PageError', async () => {
+    const raw = keyedDefinition();
+    stub.handle = (_request, response) =>
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"data": [');
+    const failed = run(raw, env);
+    await expect(failed).rejects.toThrow(PageError);
+    const error = (await failed.catch((e: Error) => e)) as Error;
+    expect(error.message).toContain('appid=***');
+    expect(leaks(error.message)).toBe(false);
   });
 });

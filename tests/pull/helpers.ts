@@ -20,8 +20,8 @@ export function changeFeedDefinition(
   };
 }
 
-export function definition(raw: Record<string, unknown>): SourceDefinition {
-  return parseDefinition(raw, `${String(raw.name)}.yaml`);
+export function definition(raw: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): SourceDefinition {
+  return parseDefinition(raw, `${String(raw.name)}.yaml`, env);
 }
 
 /** Writes definitions as YAML files into a fresh folder, for the CLI. */

@@ -40,6 +40,8 @@ export interface RunStats {
   throttled: number;
   waitedMs: number;
   skipped?: string;
+  /** Why the newest_first watermark was not moved, or what may have been missed (see README). */
+  warning?: string;
   checkpoint: Checkpoint;
 }
 
@@ -509,6 +511,10 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
   /** Every URL requested in this run: a next page among them is a pagination loop. */
   const requested = new Set([new URL(url).toString()]);
   let pollSeconds: number | undefined;
+  /** The run stopped at max_pages while there was a next page. */
+  let cutShort = false;
+  /** newest_first: a record at or below the old watermark was read. */
+  let stopped = false;
 
   for (let page = 1; ; page++) {
     const { headers: authHeaders } = page === 1 ? auth : await authorize(def, env, client);
@@ -659,14 +665,30 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
     opts.metrics?.page(def.name, { records: records.length, ...result });
     opts.onPage?.({ page, url: mask.url(url), records: records.length, ...result });
 
-    if (stop || !next || (def.max_pages !== undefined && page >= def.max_pages)) break;
+    if (stop) stopped = true;
+    if (stop || !next) break;
+    if (def.max_pages !== undefined && page >= def.max_pages) {
+      cutShort = true;
+      break;
+    }
     url = next;
   }
 
   // Watermarks, ETags and poll intervals cover the whole run: committed only now that every page is stored.
   const final: Checkpoint = { ...stats.checkpoint };
   if (inc.type === 'watermark' && maxUpdated) final.watermark = maxUpdated;
-  if (inc.type === 'newest_first' && maxKey) final.watermark = maxKey;
+  if (inc.type === 'newest_first' && maxKey) {
+    // Newest first, the watermark may only pass what the run read down to: moved when the run reached
+    // the old watermark (or there was none), or read the whole feed the API serves. A run cut short by
+    // max_pages keeps it, so the next run pages down to it again rather than skipping the gap for good.
+    const reached = !before.watermark || stopped;
+    if (reached || !cutShort) final.watermark = maxKey;
+    if (!reached && cutShort) {
+      stats.warning = `max_pages (${def.max_pages}) reached before the last committed key ${before.watermark}: watermark not moved`;
+    } else if (!reached) {
+      stats.warning = `the feed ended before the last committed key ${before.watermark}: what lies between is beyond the API's reach`;
+    }
+  }
   if (def.etag && firstEtag && !stats.notModified) final.etag = firstEtag;
   if (pollSeconds) final.not_before = new Date(Date.now() + pollSeconds * 1000).toISOString();
   else delete final.not_before;

@@ -226,4 +226,20 @@ describe('GitHub-style events (newest first, Link, ETag, X-Poll-Interval)', () =
     expect(next.pages).toBe(1);
     expect(next.checkpoint.watermark).toBe(sim.events[0]!.id);
   });
+
+  it('keeps the watermark when max_pages stops the run before it, so the next run fills the gap', async () => {
+    const raw = { ...githubDefinition(`gh-gap-${Date.now()}`), etag: false, poll_interval_header: undefined };
+    const first = await run(raw);
+    expect(first.accepted).toBe(sim.events.length);
+    const watermark = first.checkpoint.watermark;
+    sim.addEvents(120);
+    const cut = await run({ ...raw, max_pages: 1 });
+    expect(cut).toMatchObject({ pages: 1, accepted: 50 });
+    expect(cut.checkpoint.watermark).toBe(watermark);
+    expect(cut.warning).toMatch(/max_pages \(1\) reached before the last committed key/);
+    const rest = await run(raw);
+    expect(rest).toMatchObject({ accepted: 70 });
+    expect(rest.checkpoint.watermark).toBe(sim.events[0]!.id);
+    expect((await eventIds(pool, raw.name)).length).toBe(sim.events.length);
+  });
 });

@@ -62,6 +62,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   onPage?: (progress: PageProgress) => void;
   onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
+  /** Aborted when renewing the lease found it lost: the run stops before its next request. */
+  leaseLost?: AbortSignal;
   /** Overrides the definition's pacing (benchmarks, tests). */
   client?: HttpClient;
   metrics?: PullMetrics;
@@ -517,6 +519,7 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
   let stopped = false;
 
   for (let page = 1; ; page++) {
+    if (opts.leaseLost?.aborted) throw new LeaseLostError(def.name);
     const { headers: authHeaders } = page === 1 ? auth : await authorize(def, env, client);
     const headers: Record<string, string> = { accept: 'application/json', ...def.request.headers, ...authHeaders };
     if (page === 1 && def.etag && before.etag) headers['if-none-match'] = before.etag;

@@ -18,6 +18,20 @@ export async function acquireLease(pool: Pool, source: string, owner: string, tt
   return rowCount === 1;
 }
 
+/**
+ * Extends a lease this owner still holds and that has not expired. False when it was lost: expired
+ * (and maybe taken over and released since) or held by another owner. Never takes a lease back, as
+ * acquireLease would: a stalled holder must not silently overlap with the run that replaced it.
+ */
+export async function renewLease(pool: Pool, source: string, owner: string, ttlMs: number): Promise<boolean> {
+  const { rowCount } = await pool.query(
+    `UPDATE pull_leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond'
+     WHERE source = $1 AND owner = $2 AND expires_at > clock_timestamp()`,
+    [source, owner, ttlMs],
+  );
+  return rowCount === 1;
+}
+
 export async function leaseHolder(
   pool: Pool,
   source: string,
@@ -34,24 +48,35 @@ export async function releaseLease(pool: Pool, source: string, owner: string): P
 }
 
 /**
- * Holds the lease while `work` runs, renewing it at a third of its lifetime. A failed renewal does
- * not stop the work here: every page transaction checks the lease itself and refuses to commit.
+ * Holds the lease while `work` runs, renewing it at a third of its lifetime. When a renewal finds the
+ * lease lost, the signal given to `work` aborts (the engine stops before its next request); a renewal
+ * that fails for another reason (the database briefly unreachable) is tried again at the next tick.
+ * Every page transaction checks the lease itself as well and refuses to commit without it.
  */
 export async function withLease<T>(
   pool: Pool,
   source: string,
   owner: string,
   ttlMs: number,
-  work: () => Promise<T>,
+  work: (lost: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  const lost = new AbortController();
   const timer = setInterval(
     () => {
-      acquireLease(pool, source, owner, ttlMs).catch(() => undefined);
+      renewLease(pool, source, owner, ttlMs).then(
+        (held) => {
+          if (!held) {
+            lost.abort();
+            clearInterval(timer);
+          }
+        },
+        () => undefined,
+      );
     },
     Math.max(100, ttlMs / 3),
   );
   try {
-    return await work();
+    return await work(lost.signal);
   } finally {
     clearInterval(timer);
     await releaseLease(pool, source, owner).catch(() => undefined);

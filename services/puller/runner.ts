@@ -38,7 +38,7 @@ export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promis
     }
     await delay(250);
   }
-  return withLease(opts.pool, def.name, opts.owner, opts.leaseTtlMs, async () => {
+  return withLease(opts.pool, def.name, opts.owner, opts.leaseTtlMs, async (leaseLost) => {
     const { rows } = await opts.pool.query<{ id: string }>(
       'INSERT INTO pull_runs (source, owner) VALUES ($1, $2) RETURNING id',
       [def.name, opts.owner],
@@ -46,7 +46,7 @@ export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promis
     const runId = rows[0]!.id;
     await opts.pool.query(PRUNE_RUNS_SQL, [def.name, RUNS_KEPT]);
     try {
-      const stats = await runSource(def, opts);
+      const stats = await runSource(def, { ...opts, leaseLost });
       const result = stats.skipped ? 'skipped' : 'succeeded';
       await opts.pool.query(
         `UPDATE pull_runs SET finished_at = clock_timestamp(), status = $2, stats = $3 WHERE id = $1`,

@@ -10,7 +10,7 @@ export interface StubRequest {
 export interface Stub {
   url: string;
   requests: StubRequest[];
-  handle: (request: StubRequest, response: ServerResponse) => void;
+  handle: (request: StubRequest, response: ServerResponse) => unknown;
   close(): Promise<void>;
 }
 
@@ -24,7 +24,7 @@ export async function startStub(): Promise<Stub> {
   const server = createServer((request, response) => {
     const seen = { url: request.url ?? '', headers: request.headers };
     stub.requests.push(seen);
-    stub.handle(seen, response);
+    void stub.handle(seen, response);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   stub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

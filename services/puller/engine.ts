@@ -168,13 +168,71 @@ export function parseTime(value: unknown): Date | undefined {
   return date && !Number.isNaN(date.getTime()) ? date : undefined;
 }
 
-/** RFC 8288: the target of rel="next", resolved against the request URL. */
+/**
+ * RFC 8288: the target of rel="next", resolved against the request URL. Parsed link by link: optional
+ * whitespace around ";", "," and "=", quoted or bare values, several relation types in one rel.
+ */
 export function nextLink(header: string | undefined, base: string): string | undefined {
   if (!header) return undefined;
-  for (const part of header.split(/,(?=\s*<)/)) {
-    const match = /^\s*<([^>]*)>(.*)$/.exec(part);
-    if (match && /;\s*rel="?([^";]*\s)?next(\s[^";]*)?"?(;|$)/i.test(match[2]!))
-      return new URL(match[1]!, base).toString();
+  const n = header.length;
+  let i = 0;
+  const space = () => {
+    while (i < n && /\s/.test(header[i]!)) i++;
+  };
+  /** Past the next "," that is not inside a quoted string (the end of a malformed link). */
+  const skipLink = () => {
+    let quoted = false;
+    for (; i < n; i++) {
+      if (header[i] === '"') quoted = !quoted;
+      else if (header[i] === '\\' && quoted) i++;
+      else if (header[i] === ',' && !quoted) break;
+    }
+  };
+  while (i < n) {
+    while (i < n && /[\s,]/.test(header[i]!)) i++;
+    if (i >= n) break;
+    if (header[i] !== '<') {
+      skipLink();
+      continue;
+    }
+    const close = header.indexOf('>', i);
+    if (close < 0) break;
+    const target = header.slice(i + 1, close);
+    i = close + 1;
+    const rels: string[] = [];
+    for (;;) {
+      space();
+      if (header[i] !== ';') break;
+      i++;
+      space();
+      const name = /^[^=;,\s]*/.exec(header.slice(i))![0];
+      i += name.length;
+      space();
+      let value = '';
+      if (header[i] === '=') {
+        i++;
+        space();
+        if (header[i] === '"') {
+          for (i++; i < n && header[i] !== '"'; i++) {
+            if (header[i] === '\\') i++;
+            value += header[i] ?? '';
+          }
+          i++;
+        } else {
+          value = /^[^;,\s]*/.exec(header.slice(i))![0];
+          i += value.length;
+        }
+      }
+      if (name.toLowerCase() === 'rel') rels.push(...value.toLowerCase().split(/\s+/));
+    }
+    if (rels.includes('next')) {
+      try {
+        return new URL(target, base).toString();
+      } catch {
+        return undefined;
+      }
+    }
+    skipLink();
   }
   return undefined;
 }
@@ -624,6 +682,13 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
       if (records.length >= pg.size) next = setParam(pg.page_param, String(current + 1));
     } else if (pg.type === 'link') {
       next = nextLink(response.headers.link, url);
+      // A next link that is there but cannot be read must not look like the last page.
+      if (!next && /rel\s*=\s*"?[^";,]*\bnext\b/i.test(response.headers.link ?? '')) {
+        throw new PageError(
+          url,
+          `the Link header names a next page that cannot be read: ${mask.text(response.headers.link!)}`,
+        );
+      }
     }
 
     if (next) {

@@ -74,6 +74,18 @@ describe('page helpers (pure)', () => {
     expect(nextLink('</x?page=3>; rel="prev next"', 'http://h/x?page=2')).toBe('http://h/x?page=3');
     expect(nextLink('<http://h/x?page=1>; rel="prev"', 'http://h/x')).toBeUndefined();
   });
+  it.each([
+    ['<http://h/x?page=2>; rel="next" , <http://h/x?page=9>; rel="last"', 'http://h/x?page=2'],
+    ['<http://h/x?page=9>; rel="last" , <http://h/x?page=2>; rel="next"', 'http://h/x?page=2'],
+    ['<http://h/x?page=2>; rel="next"\t', 'http://h/x?page=2'],
+    ['<http://h/x?page=2>; rel = "next"', 'http://h/x?page=2'],
+    ['<http://h/x?page=2> ; rel=next', 'http://h/x?page=2'],
+    ['<http://h/x?page=2>; title="a, b; rel=next"; rel="prev"', undefined],
+    ['<http://h/x?page=1>; title="x, y"; rel=prev, <http://h/x?page=3>;REL="Next"', 'http://h/x?page=3'],
+    ['<http://h/x?page=1>; rel="next-page"', undefined],
+  ])('reads RFC 8288 forms: %s', (header, expected) => {
+    expect(nextLink(header, 'http://h/x')).toBe(expected);
+  });
   it('parses ISO times and epoch seconds / milliseconds, nothing else', () => {
     expect(parseTime('2025-01-02T03:04:05Z')?.toISOString()).toBe('2025-01-02T03:04:05.000Z');
     expect(parseTime(1_700_000_000)?.toISOString()).toBe('2023-11-14T22:13:20.000Z');

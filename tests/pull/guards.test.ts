@@ -86,6 +86,14 @@ describe('pagination that would never end', () => {
   });
 });
 
+describe('a Link header that names a next page', () => {
+  it('fails when the next page cannot be read, rather than taking the page for the last', async () => {
+    const raw = stubDefinition({ pagination: { type: 'link' } });
+    stub.handle = (_request, response) => json(response, { data: page([1]) }, { link: '<http://[bad>; rel="next"' });
+    await expect(run(raw)).rejects.toThrow(/names a next page that cannot be read/);
+  });
+});
+
 describe('credentials stay with the source', () => {
   it('does not follow a next page on another origin, so the token is not sent there', async () => {
     const raw = stubDefinition({

@@ -88,6 +88,9 @@ type Obj = Record<string, unknown>;
 const NAME = /^[a-z0-9][a-z0-9._-]{0,99}$/;
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** RFC 9110 token: what a header name may be made of. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Reads fields of one object and fails naming the file and the dotted field. */
 class Reader {
@@ -125,6 +128,26 @@ class Reader {
 
   optStr(key: string): string | undefined {
     return this.obj[key] === undefined ? undefined : this.str(key);
+  }
+
+  /**
+   * The name of an environment variable. The value is never quoted in the error: someone who pasted
+   * the secret itself here would otherwise find it in logs.
+   */
+  envName(key: string): string {
+    const value = this.str(key);
+    if (!ENV_NAME.test(value)) {
+      this.fail(
+        key,
+        'must be the name of an environment variable (letters, digits, _; not starting with a digit), not its value',
+      );
+    }
+    return value;
+  }
+
+  /** An HTTP header name (a token), checked here rather than failing at run time. */
+  headerName(key: string, name: string): void {
+    if (!HEADER_NAME.test(name)) this.fail(key, `${JSON.stringify(name)} is not a valid HTTP header name`);
   }
 
   /** A string in which ${VAR} and ${VAR:-default} are replaced from the environment. */
@@ -181,6 +204,7 @@ class Reader {
     const sub = this.child(key, false);
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(sub.obj)) {
+      if (key === 'headers') this.child(key, false).headerName(name, name);
       if (typeof value === 'number' || typeof value === 'boolean') out[name] = String(value);
       else if (typeof value === 'string') {
         out[name] = sub.expanded(name);
@@ -215,21 +239,22 @@ function readAuth(r: Reader): Auth {
       return { type };
     case 'bearer':
       r.only(['type', 'token_env', 'optional']);
-      return { type, token_env: r.str('token_env'), optional: r.bool('optional', false) };
+      return { type, token_env: r.envName('token_env'), optional: r.bool('optional', false) };
     case 'api_key': {
       r.only(['type', 'key_env', 'header', 'query_param']);
       const header = r.optStr('header');
       const query_param = r.optStr('query_param');
       if (!header === !query_param) r.fail('header', 'give exactly one of header or query_param');
-      return { type, key_env: r.str('key_env'), header, query_param };
+      if (header) r.headerName('header', header);
+      return { type, key_env: r.envName('key_env'), header, query_param };
     }
     case 'oauth2_client_credentials':
       r.only(['type', 'token_url', 'client_id_env', 'client_secret_env', 'scope']);
       return {
         type,
         token_url: r.expanded('token_url'),
-        client_id_env: r.str('client_id_env'),
-        client_secret_env: r.str('client_secret_env'),
+        client_id_env: r.envName('client_id_env'),
+        client_secret_env: r.envName('client_secret_env'),
         scope: r.optStr('scope'),
       };
   }
@@ -339,7 +364,8 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
     const parsed = new URL(baseUrl);
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('not http(s)');
   } catch {
-    req.fail('base_url', `must be an absolute http(s) URL (got "${baseUrl}")`);
+    // user:password@ in the URL is not repeated into the error.
+    req.fail('base_url', `must be an absolute http(s) URL (got "${baseUrl.replace(/\/\/[^/?#]*@/, '//***@')}")`);
   }
   const method = req.oneOf('method', ['GET', 'POST'] as const, 'GET');
   const envParams: string[] = [];
@@ -364,6 +390,9 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
   if (incremental.type === 'watermark' && !records.updated_at) {
     r.fail('records.updated_at', 'is required by incremental.type watermark');
   }
+
+  const pollHeader = r.optStr('poll_interval_header');
+  if (pollHeader) r.headerName('poll_interval_header', pollHeader);
 
   let rateLimit: SourceDefinition['rate_limit'];
   if (r.obj.rate_limit !== undefined) {
@@ -392,7 +421,7 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
       params: req.map('params', envParams),
       headers: req.map('headers', envHeaders),
       body: req.obj.body === undefined ? undefined : req.expanded('body'),
-      timeout_ms: req.duration('timeout', '30s'),
+      timeout_ms: req.duration('timeout', '30s') || req.fail('timeout', 'must be longer than 0'),
       env_params: envParams,
       env_headers: envHeaders,
     },
@@ -401,7 +430,7 @@ export function parseDefinition(raw: unknown, file: string, env: NodeJS.ProcessE
     pagination,
     incremental,
     etag: r.bool('etag', false),
-    poll_interval_header: r.optStr('poll_interval_header'),
+    poll_interval_header: pollHeader,
     rate_limit: rateLimit,
     retry: { max_attempts: retry.int('max_attempts', 8, 1), deadline_ms: retry.duration('deadline', '5m') },
     schedule: { every_ms: schedule.duration('every', '5m'), jitter_ms: schedule.duration('jitter', '0s') },

@@ -59,6 +59,49 @@ describe('source definitions (pure)', () => {
     expect(() => parseDefinition(raw, 'orders.yaml', {})).toThrow(message);
   });
 
+  it.each([
+    [{ request: { base_url: 'http://h', timeout: '0s' } }, 'orders.yaml: request.timeout: must be longer than 0'],
+    [
+      { request: { base_url: 'http://h', headers: { 'x api key': 'v' } } },
+      'orders.yaml: request.headers.x api key: "x api key" is not a valid HTTP header name',
+    ],
+    [
+      { auth: { type: 'api_key', key_env: 'K', header: 'X-Key:' } },
+      'orders.yaml: auth.header: "X-Key:" is not a valid HTTP header name',
+    ],
+    [{ poll_interval_header: 'X Poll' }, 'orders.yaml: poll_interval_header: "X Poll" is not a valid HTTP header name'],
+  ])('refuses what would only fail at run time: %j', (overrides, message) => {
+    expect(() => parseDefinition({ ...valid, ...overrides }, 'orders.yaml', {})).toThrow(message);
+  });
+
+  it.each([
+    { type: 'bearer', token_env: 'sk_live_PASTED-SECRET-1' },
+    { type: 'api_key', key_env: 'sk_live_PASTED-SECRET-1', header: 'X-Key' },
+    {
+      type: 'oauth2_client_credentials',
+      token_url: 'http://h/t',
+      client_id_env: 'ID',
+      client_secret_env: 'sk_live_PASTED-SECRET-1',
+    },
+    { type: 'oauth2_client_credentials', token_url: 'http://h/t', client_id_env: '1 pasted', client_secret_env: 'S' },
+  ])('refuses an environment variable name that is not one, without repeating it: %j', (auth) => {
+    let message = '';
+    try {
+      parseDefinition({ ...valid, auth }, 'orders.yaml', {});
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^orders\.yaml: auth\.\w+_env: must be the name of an environment variable/);
+    expect(message).not.toContain('PASTED');
+    expect(message).not.toContain('pasted');
+  });
+
+  it('does not repeat user:password of a base_url it refuses', () => {
+    expect(() =>
+      parseDefinition({ ...valid, request: { base_url: 'ftp://bob:hunter2@h/x' } }, 'orders.yaml', {}),
+    ).toThrow('orders.yaml: request.base_url: must be an absolute http(s) URL (got "ftp://***@h/x")');
+  });
+
   it('loads the built-in sources', async () => {
     const defs = await loadDefinitions([], {});
     expect([...defs.keys()].sort()).toEqual(['generic-cursor-api', 'github-public-events', 'github-repo-events']);

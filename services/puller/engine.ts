@@ -546,7 +546,9 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
   const inc = def.incremental;
   const params = new URLSearchParams({ ...def.request.params, ...auth.query });
   if (inc.type === 'watermark' && before.watermark) {
-    const from = new Date(Date.parse(before.watermark) - inc.lookback_ms);
+    // 1 ms more than the look-back: APIs read updated_after as strictly after, and a record stamped with
+    // the watermark's very time may become visible only after the run that set it (dedupe absorbs the overlap).
+    const from = new Date(Date.parse(before.watermark) - inc.lookback_ms - 1);
     params.set(inc.param, inc.format === 'iso' ? from.toISOString() : String(Math.floor(from.getTime() / 1000)));
   }
   if (pg.type === 'cursor' && inc.type === 'cursor' && before.cursor) params.set(pg.cursor_param, before.cursor);

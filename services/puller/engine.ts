@@ -577,6 +577,15 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
   let cutShort = false;
   /** newest_first: a record at or below the old watermark was read. */
   let stopped = false;
+  /**
+   * Watermark: the server's clock when the run began (the first answer's Date header, else ours now):
+   * no watermark is committed later than it, and a record stamped at or after it changed during the run.
+   */
+  let runStart = Date.now();
+  /** Watermark: max updated_at of the first page, and whether any record changed during the run. */
+  let firstPageMax: string | undefined;
+  let changedDuringRun = false;
+  let future: { count: number; latest: string } | undefined;
 
   for (let page = 1; ; page++) {
     if (opts.leaseLost?.aborted) throw new LeaseLostError(def.name);
@@ -602,6 +611,8 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
       response = await fetchPage((await authorize(def, env, client, true)).headers);
     }
     if (page === 1) {
+      const serverNow = Date.parse(response.headers.date ?? '');
+      if (!Number.isNaN(serverNow)) runStart = serverNow;
       firstEtag = response.headers.etag;
       const poll = def.poll_interval_header
         ? Number(response.headers[def.poll_interval_header.toLowerCase()])
@@ -719,7 +730,15 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
     if (inc.type === 'watermark' && def.records.updated_at) {
       for (const record of records) {
         const at = parseTime(pick(record, def.records.updated_at));
-        if (at && (!maxUpdated || at.getTime() > Date.parse(maxUpdated))) maxUpdated = at.toISOString();
+        if (!at) continue;
+        if (!maxUpdated || at.getTime() > Date.parse(maxUpdated)) maxUpdated = at.toISOString();
+        if (page === 1 && (!firstPageMax || at.getTime() > Date.parse(firstPageMax))) firstPageMax = at.toISOString();
+        if (at.getTime() >= runStart) {
+          changedDuringRun = true;
+          if (!future || at.toISOString() > future.latest)
+            future = { count: future?.count ?? 0, latest: at.toISOString() };
+          future.count++;
+        }
       }
     }
 
@@ -746,7 +765,27 @@ async function runPages(def: SourceDefinition, opts: RunOptions, mask: SecretMas
 
   // Watermarks, ETags and poll intervals cover the whole run: committed only now that every page is stored.
   const final: Checkpoint = { ...stats.checkpoint };
-  if (inc.type === 'watermark' && maxUpdated) final.watermark = maxUpdated;
+  if (inc.type === 'watermark' && maxUpdated) {
+    let watermark = maxUpdated;
+    // Offset / page numbers / Link pages are positions: a record updated while the run pages moves to
+    // the end of the list and shifts the ones after it back, so one of them may be skipped; its
+    // updated_at lies above the first page's. Then the watermark only passes the first page, and the
+    // next run (asking from there) reads the rest again and catches what was skipped.
+    const positional = pg.type === 'offset' || pg.type === 'page' || pg.type === 'link';
+    if (positional && changedDuringRun) {
+      watermark = [before.watermark, firstPageMax].reduce<string>(
+        (a, b) => (b !== undefined && Date.parse(b) > Date.parse(a) ? b : a),
+        firstPageMax ?? before.watermark ?? maxUpdated,
+      );
+    }
+    // Never past the run's start: a record dated in the future (a bad clock, a 2099 placeholder) would
+    // otherwise push the watermark past every real update that follows.
+    if (Date.parse(watermark) > runStart) watermark = new Date(runStart).toISOString();
+    final.watermark = watermark;
+    if (future) {
+      stats.warning = `${future.count} record(s) stamped at or after the run's start (latest ${future.latest}): watermark held at ${watermark}`;
+    }
+  }
   if (inc.type === 'newest_first' && maxKey) {
     // Newest first, the watermark may only pass what the run read down to: moved when the run reached
     // the old watermark (or there was none), or read the whole feed the API serves. A run cut short by

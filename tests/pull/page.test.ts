@@ -56,6 +56,10 @@ describe('page-number pagination', () => {
   it('with a watermark: committed only after the whole run, so a failed page leaves it unmoved and the rerun fills the gap', async () => {
     const raw = pageDefinition({ type: 'watermark', param: 'updated_after', lookback: '0s' });
     const full = { ...raw, max_pages: undefined };
+    // Runs start in a later second (the server's Date header) than the last change, so nothing counts as
+    // changed during the run (which would hold the watermark back to the first page).
+    const nextSecond = () => new Promise((resolve) => setTimeout(resolve, 1100));
+    await nextSecond();
     const firstTwo = await run({ ...raw, max_pages: 2 });
     expect(firstTwo).toMatchObject({ pages: 2, accepted: 100 });
     const watermarkAfterTwo = (await loadCheckpoint(pool, String(raw.name))).watermark;
@@ -90,6 +94,7 @@ describe('page-number pagination', () => {
     // Only changes after the watermark are asked for: one short page.
     sim.update([3, 4]);
     sim.insert(1);
+    await nextSecond();
     const next = await run(full);
     expect(next).toMatchObject({ pages: 1, records: 4, accepted: 3, duplicates: 1 });
     expect(next.checkpoint.watermark).toBe(

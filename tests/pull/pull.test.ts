@@ -165,6 +165,9 @@ describe('watermark source (offset pagination, updated_after, look-back)', () =>
 
   it('commits the watermark after the run, catches late updates within the look-back, keeps newer versions and refuses older ones', async () => {
     const raw = watermarkDefinition();
+    // Runs start in a later second (the server's Date header) than the last change: nothing is counted
+    // as changed during the run, which would hold the watermark back (see the watermark tests).
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     const first = await run(raw);
     expect(first.accepted).toBe(sim.items.size);
     const newest = [...sim.items.values()].reduce((a, b) => (a.updated_at > b.updated_at ? a : b));
@@ -172,6 +175,7 @@ describe('watermark source (offset pagination, updated_after, look-back)', () =>
 
     await new Promise((resolve) => setTimeout(resolve, 1200));
     const [two] = sim.update([2]);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     const second = await run(raw);
     expect(second.accepted).toBe(1);
     const watermark = Date.parse(two!.updated_at);

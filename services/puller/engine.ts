@@ -168,6 +168,33 @@ export function parseTime(value: unknown): Date | undefined {
   return date && !Number.isNaN(date.getTime()) ? date : undefined;
 }
 
+/** A record's version (newer wins): its updated_at as text for the event id, and in µs for comparisons. */
+export interface Version {
+  /** ISO-8601 in UTC: toISOString(), plus the sub-millisecond digits the API gave (trailing zeros dropped). */
+  text: string;
+  /** Microseconds since the epoch: the precision of Postgres' timestamptz (pull_entity_versions). */
+  micros: bigint;
+}
+
+/**
+ * The version of a parsed updated_at. Dates keep milliseconds only, so the digits after them are read
+ * from the text: two versions in one millisecond stay two versions. A time given to the millisecond
+ * (or coarser, or as epoch) keeps the id it always had (`toISOString()`), so re-runs still dedupe.
+ */
+export function versionOf(raw: unknown, at: Date): Version {
+  const fraction =
+    typeof raw === 'string' ? /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(\d+)/.exec(raw)?.[1] : undefined;
+  const extra = (fraction ?? '').replace(/0+$/, '');
+  return {
+    text: extra ? at.toISOString().replace(/Z$/, `${extra}Z`) : at.toISOString(),
+    micros: BigInt(at.getTime()) * 1000n + BigInt(extra.slice(0, 3).padEnd(3, '0')),
+  };
+}
+
+/** The version in microseconds as ISO text, for a timestamptz parameter. */
+const microsToIso = (micros: bigint): string =>
+  new Date(Number(micros / 1000n)).toISOString().replace(/Z$/, `${String(micros % 1000n).padStart(3, '0')}Z`);
+
 /**
  * RFC 8288: the target of rel="next", resolved against the request URL. Parsed link by link: optional
  * whitespace around ";", "," and "=", quoted or bare values, several relation types in one rel.
@@ -353,7 +380,7 @@ async function assertLease(client: PoolClient, source: string, owner: string): P
 
 interface Candidate {
   event: NewEvent;
-  updatedAt?: Date;
+  version?: Version;
 }
 
 /** Turns one page of records into events and quarantine rows; stores them (and maybe the checkpoint) in one transaction. */
@@ -380,8 +407,10 @@ async function commitPage(
       continue;
     }
     let updatedAt: Date | undefined;
+    let version: Version | undefined;
     if (spec.updated_at) {
       updatedAt = parseTime(pick(record, spec.updated_at));
+      if (updatedAt) version = versionOf(pick(record, spec.updated_at), updatedAt);
       if (!updatedAt) {
         quarantine.push({
           reason: `${spec.updated_at} is missing or not a time: ${JSON.stringify(pick(record, spec.updated_at))}`,
@@ -406,11 +435,11 @@ async function commitPage(
     }
     const entityKey = String(key);
     candidates.push({
-      updatedAt,
+      version,
       event: {
         source: def.name,
         // A newer version of a key is a new event; a re-delivery of the same version is a duplicate.
-        eventId: updatedAt ? `${entityKey}@${updatedAt.toISOString()}` : entityKey,
+        eventId: version ? `${entityKey}@${version.text}` : entityKey,
         eventType: typeValue,
         entityKey,
         eventTime,
@@ -424,25 +453,27 @@ async function commitPage(
     await assertLease(client, def.name, opts.owner);
     let stale = 0;
     let keep = candidates;
-    const versioned = candidates.filter((c) => c.updatedAt);
+    const versioned = candidates.filter((c) => c.version);
     if (versioned.length > 0) {
       const keys = [...new Set(versioned.map((c) => c.event.entityKey))];
-      const { rows } = await client.query<{ entity_key: string; updated_at: Date }>(
-        `SELECT entity_key, updated_at FROM pull_entity_versions WHERE source = $1 AND entity_key = ANY($2) FOR UPDATE`,
+      // In microseconds, exactly (a JS Date would cut them to milliseconds).
+      const { rows } = await client.query<{ entity_key: string; micros: string }>(
+        `SELECT entity_key, (extract(epoch FROM updated_at) * 1000000)::bigint::text AS micros
+         FROM pull_entity_versions WHERE source = $1 AND entity_key = ANY($2) FOR UPDATE`,
         [def.name, keys],
       );
-      const stored = new Map(rows.map((row) => [row.entity_key, row.updated_at.getTime()]));
+      const stored = new Map(rows.map((row) => [row.entity_key, BigInt(row.micros)]));
       keep = candidates.filter((c) => {
         const known = stored.get(c.event.entityKey);
         // Equal: the same version again, which the outbox reports as a duplicate.
-        const older = c.updatedAt !== undefined && known !== undefined && c.updatedAt.getTime() < known;
+        const older = c.version !== undefined && known !== undefined && c.version.micros < known;
         if (older) stale++;
         return !older;
       });
       const latest = new Map<string, Candidate>();
       for (const c of keep) {
         const seen = latest.get(c.event.entityKey);
-        if (c.updatedAt && (!seen?.updatedAt || c.updatedAt > seen.updatedAt)) latest.set(c.event.entityKey, c);
+        if (c.version && (!seen?.version || c.version.micros > seen.version.micros)) latest.set(c.event.entityKey, c);
       }
       if (latest.size > 0) {
         const newest = [...latest.values()];
@@ -454,14 +485,17 @@ async function commitPage(
           [
             def.name,
             newest.map((c) => c.event.entityKey),
-            newest.map((c) => c.updatedAt!.toISOString()),
+            newest.map((c) => microsToIso(c.version!.micros)),
             newest.map((c) => c.event.eventId),
           ],
         );
       }
     }
     // Older versions first, so per-key order in the outbox follows updated_at.
-    keep.sort((a, b) => (a.updatedAt?.getTime() ?? 0) - (b.updatedAt?.getTime() ?? 0));
+    keep.sort((a, b) => {
+      const [x, y] = [a.version?.micros ?? 0n, b.version?.micros ?? 0n];
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
     const results = await appendEvents(
       client,
       keep.map((c) => c.event),

@@ -179,3 +179,40 @@ describe('an API key sent as a query parameter of any name', () => {
     expect(leaks(error.message)).toBe(false);
   });
 });
+
+describe('newer wins, to the microsecond', () => {
+  it('keeps two versions within one millisecond apart; ids of millisecond times are as before', async () => {
+    const raw = stubDefinition({
+      records: { path: 'data', primary_key: 'id', updated_at: 'updated_at', event_type: 'thing' },
+    });
+    let served: unknown[] = [];
+    stub.handle = (_request, response) => json(response, { data: served });
+    const serve = async (records: Array<{ id: number; updated_at: string }>) => {
+      served = records;
+      return run(raw);
+    };
+    expect(
+      await serve([
+        { id: 1, updated_at: '2025-03-01T10:00:00.123456Z' },
+        { id: 2, updated_at: '2025-03-01T10:00:00.123Z' },
+        { id: 3, updated_at: '2025-03-01T12:00:00.5+02:00' },
+      ]),
+    ).toMatchObject({ accepted: 3 });
+    // A newer version in the same millisecond is new; trailing zeros and the same ms are the same version.
+    expect(
+      await serve([
+        { id: 1, updated_at: '2025-03-01T10:00:00.123789Z' },
+        { id: 2, updated_at: '2025-03-01T10:00:00.123000Z' },
+        { id: 3, updated_at: '2025-03-01T10:00:00.500Z' },
+      ]),
+    ).toMatchObject({ accepted: 1, duplicates: 2, stale: 0 });
+    // An older version within the same millisecond is stale.
+    expect(await serve([{ id: 1, updated_at: '2025-03-01T10:00:00.1235Z' }])).toMatchObject({ accepted: 0, stale: 1 });
+    expect(await eventIds(pool, String(raw.name))).toEqual([
+      '1@2025-03-01T10:00:00.123456Z',
+      '1@2025-03-01T10:00:00.123789Z',
+      '2@2025-03-01T10:00:00.123Z',
+      '3@2025-03-01T10:00:00.500Z',
+    ]);
+  });
+});

@@ -62,4 +62,25 @@ describe('lease', () => {
     expect(await eventIds(pool, def.name)).toEqual(['11', '12']);
     expect(await loadCheckpoint(pool, def.name)).toEqual({});
   });
+
+  it('a run told its lease was lost sends no further request', async () => {
+    stub.requests.length = 0;
+    stub.handle = (_request, response) => json(response, { data: [{ id: 1 }] }, { link: '</list?page=2>; rel="next"' });
+    const def = definition({
+      name: uniqueName('told').toLowerCase(),
+      request: { base_url: stub.url, path: '/list' },
+      records: { path: 'data', primary_key: 'id', event_type: 'thing' },
+      pagination: { type: 'link' },
+      retry: { max_attempts: 1, deadline: '5s' },
+    });
+    const lost = new AbortController();
+    const run = runSource(def, {
+      pool,
+      owner: await takeLease(pool, def.name),
+      leaseLost: lost.signal,
+      onPage: () => lost.abort(),
+    });
+    await expect(run).rejects.toThrow(LeaseLostError);
+    expect(stub.requests.map((r) => r.url)).toEqual(['/list']);
+  });
 });

@@ -100,9 +100,15 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
 const SECRET_PARAMS = /^(api[_-]?key|key|token|access[_-]?token|client[_-]?secret|secret|password|sig|signature)$/i;
 const BODY_IN_ERROR = 500;
 
-/** sha256(method + url + body): the identity of a request for idempotency. */
+/**
+ * The identity of a request for idempotency: sha256 of method, url and body, each preceded by its
+ * length in UTF-8 bytes ("<bytes>:<part>"), so no two different requests share an encoding (a plain
+ * concatenation made url + "x" with no body the same request as url with body "x").
+ */
 export function requestFingerprint(method: string, url: string, body = ''): string {
-  return createHash('sha256').update(method.toUpperCase()).update(url).update(body).digest('hex');
+  const hash = createHash('sha256');
+  for (const part of [method.toUpperCase(), url, body]) hash.update(`${Buffer.byteLength(part)}:`).update(part);
+  return hash.digest('hex');
 }
 
 /**

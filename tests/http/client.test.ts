@@ -40,6 +40,11 @@ describe('header parsing (pure)', () => {
     );
     expect(redactSecrets('http://a/x?api_key=s3cret&page=2')).toBe('http://a/x?api_key=***&page=2');
   });
+  it('fingerprints unambiguously: where the url ends and the body begins is part of the identity', () => {
+    expect(requestFingerprint('POST', 'http://a/xx', '')).not.toBe(requestFingerprint('POST', 'http://a/x', 'x'));
+    expect(requestFingerprint('POST', 'http://a/x', '1:x')).not.toBe(requestFingerprint('POST', 'http://a/x1:', 'x'));
+    expect(requestFingerprint('POST', 'http://a/x', 'é')).not.toBe(requestFingerprint('POST', 'http://a/x', 'e'));
+  });
 });
 
 describe('HttpClient against the simulator', () => {

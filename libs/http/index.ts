@@ -137,9 +137,13 @@ export function redactSecrets(url: string, alsoSecret: readonly string[] = []): 
 export function serverWaitMs(headers: Record<string, string>, nowMs = Date.now()): number | undefined {
   const retryAfter = headers['retry-after']?.trim();
   if (retryAfter) {
-    if (/^\d+(\.\d+)?$/.test(retryAfter)) return Number(retryAfter) * 1000;
-    const at = Date.parse(retryAfter);
-    if (!Number.isNaN(at)) return Math.max(0, at - nowMs);
+    const whole = retryAfterMs(retryAfter, nowMs);
+    if (whole !== undefined) return whole;
+    // A header sent twice arrives joined ("120, 120"): the first value counts. An HTTP-date has a
+    // comma after its weekday, so a value that starts with a word takes the text up to the next comma.
+    const first = /^([A-Za-z]+,[^,]*|[^,]*)/.exec(retryAfter)?.[1]?.trim();
+    const firstMs = first ? retryAfterMs(first, nowMs) : undefined;
+    if (firstMs !== undefined) return firstMs;
   }
   const reset = (headers['x-ratelimit-reset'] ?? headers['ratelimit-reset'])?.trim();
   if (reset && /^\d+(\.\d+)?$/.test(reset)) {
@@ -147,6 +151,14 @@ export function serverWaitMs(headers: Record<string, string>, nowMs = Date.now()
     return value > 1e9 ? Math.max(0, value * 1000 - nowMs) : value * 1000;
   }
   return undefined;
+}
+
+/** One Retry-After value: delay-seconds or an HTTP-date (which always has letters: day, month, GMT). */
+function retryAfterMs(value: string, nowMs: number): number | undefined {
+  if (/^\d+(\.\d+)?$/.test(value)) return Number(value) * 1000;
+  // Date.parse is lenient ("5, 10" is 10 May 2001), so only text with letters may be a date.
+  const at = /[A-Za-z]/.test(value) ? Date.parse(value) : Number.NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 
 /** GitHub signals an exhausted quota with 403 and X-RateLimit-Remaining: 0 rather than 429. */

@@ -33,6 +33,14 @@ describe('header parsing (pure)', () => {
     expect(serverWaitMs({ 'ratelimit-reset': '2' }, now)).toBe(2000);
     expect(serverWaitMs({}, now)).toBeUndefined();
   });
+  it('reads the first value of a Retry-After sent twice (joined with a comma), dates included', () => {
+    expect(serverWaitMs({ 'retry-after': '120, 120' }, now)).toBe(120_000);
+    expect(serverWaitMs({ 'retry-after': '5, 10' }, now)).toBe(5000);
+    const date = 'Wed, 01 Jan 2025 00:00:05 GMT';
+    expect(serverWaitMs({ 'retry-after': `${date}, ${date}` }, now)).toBe(5000);
+    expect(serverWaitMs({ 'retry-after': 'Wed, 01 Jan 2025 00:00:09 GMT, 3' }, now)).toBe(9000);
+    expect(serverWaitMs({ 'retry-after': 'soon' }, now)).toBeUndefined();
+  });
   it('fingerprints method + url + body and masks secrets in URLs', () => {
     expect(requestFingerprint('post', 'http://a/x', '{}')).toBe(requestFingerprint('POST', 'http://a/x', '{}'));
     expect(requestFingerprint('POST', 'http://a/x', '{}')).not.toBe(

@@ -132,7 +132,8 @@ export function redactSecrets(url: string, alsoSecret: readonly string[] = []): 
 
 /**
  * How long the server asked us to wait: Retry-After (seconds or HTTP-date), else X-RateLimit-Reset /
- * RateLimit-Reset (epoch seconds when large, as GitHub sends; otherwise seconds from now).
+ * RateLimit-Reset: above 1e11 epoch milliseconds, above 1e9 epoch seconds (GitHub), otherwise seconds
+ * from now.
  */
 export function serverWaitMs(headers: Record<string, string>, nowMs = Date.now()): number | undefined {
   const retryAfter = headers['retry-after']?.trim();
@@ -145,10 +146,16 @@ export function serverWaitMs(headers: Record<string, string>, nowMs = Date.now()
     const firstMs = first ? retryAfterMs(first, nowMs) : undefined;
     if (firstMs !== undefined) return firstMs;
   }
-  const reset = (headers['x-ratelimit-reset'] ?? headers['ratelimit-reset'])?.trim();
+  // Sent twice, the values arrive joined ("1700000000, 1700000000"): the first counts.
+  const reset = (headers['x-ratelimit-reset'] ?? headers['ratelimit-reset'])?.split(',')[0]?.trim();
   if (reset && /^\d+(\.\d+)?$/.test(reset)) {
     const value = Number(reset);
-    return value > 1e9 ? Math.max(0, value * 1000 - nowMs) : value * 1000;
+    // Epoch milliseconds (after 1973 in ms; as seconds, past the year 5000).
+    if (value > 1e11) return Math.max(0, value - nowMs);
+    // Epoch seconds, as GitHub sends (after 2001).
+    if (value > 1e9) return Math.max(0, value * 1000 - nowMs);
+    // Seconds from now, as the IETF RateLimit-Reset draft and many APIs send.
+    return value * 1000;
   }
   return undefined;
 }

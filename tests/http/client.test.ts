@@ -33,6 +33,13 @@ describe('header parsing (pure)', () => {
     expect(serverWaitMs({ 'ratelimit-reset': '2' }, now)).toBe(2000);
     expect(serverWaitMs({}, now)).toBeUndefined();
   });
+  it('reads a reset header as epoch milliseconds, epoch seconds or seconds from now, by its size', () => {
+    expect(serverWaitMs({ 'x-ratelimit-reset': String(now + 7000) }, now)).toBe(7000);
+    expect(serverWaitMs({ 'x-ratelimit-reset': String(now - 7000) }, now)).toBe(0);
+    expect(serverWaitMs({ 'x-ratelimit-reset': String(now / 1000 + 7) }, now)).toBe(7000);
+    expect(serverWaitMs({ 'x-ratelimit-reset': '60' }, now)).toBe(60_000);
+    expect(serverWaitMs({ 'x-ratelimit-reset': `${now / 1000 + 7}, ${now / 1000 + 7}` }, now)).toBe(7000);
+  });
   it('reads the first value of a Retry-After sent twice (joined with a comma), dates included', () => {
     expect(serverWaitMs({ 'retry-after': '120, 120' }, now)).toBe(120_000);
     expect(serverWaitMs({ 'retry-after': '5, 10' }, now)).toBe(5000);

@@ -59,6 +59,14 @@ describe('PgTokenBucket', () => {
     expect(await quota.reserve()).toBeGreaterThan(1000);
   });
 
+  it('reads an epoch-milliseconds reset as milliseconds: the pause ends at the reset, not in 50,000 years', async () => {
+    const quota = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 100, burst: 10 });
+    await quota.observe(200, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Date.now() + 2000) });
+    const wait = await quota.reserve();
+    expect(wait).toBeGreaterThan(1000);
+    expect(wait).toBeLessThan(3000);
+  });
+
   it('caps its tokens at the remaining count the server reports', async () => {
     const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 1, burst: 10 });
     await bucket.observe(200, { 'x-ratelimit-remaining': '1' });

@@ -198,14 +198,22 @@ class CircuitBreaker {
     private readonly opens?: Counter,
   ) {}
 
-  enter(host: string, url: string): void {
+  /** Throws while the circuit is open; true when this call is the one probe of a half-open circuit. */
+  enter(host: string, url: string): boolean {
     const circuit = this.hosts.get(host);
-    if (circuit?.openedAt === undefined) return;
+    if (circuit?.openedAt === undefined) return false;
     const waited = Date.now() - circuit.openedAt;
     if (waited < this.cooldownMs || circuit.probing) {
       throw new CircuitOpenError(host, url, Math.max(0, this.cooldownMs - waited));
     }
     circuit.probing = true;
+    return true;
+  }
+
+  /** The probe ended without an outcome (e.g. the pacer threw): the next request may probe. */
+  release(host: string): void {
+    const circuit = this.hosts.get(host);
+    if (circuit) circuit.probing = false;
   }
 
   succeeded(host: string): void {
@@ -323,58 +331,64 @@ export class HttpClient {
     const started = Date.now();
     let lastProblem = '';
     for (let attempt = 1; ; attempt++) {
-      this.breaker.enter(host, shownUrl);
-      if (this.options.pacer) {
-        const waited = await this.options.pacer.acquire();
-        if (waited > 0) this.options.onWait?.({ url: shownUrl, reason: 'rate-limit', ms: waited });
-      }
+      const probe = this.breaker.enter(host, shownUrl);
       let waitMs: number;
       let reason: WaitReason = 'backoff';
       let status: number | undefined;
       let retryReason: string;
+      // A probe that ends without an outcome (the pacer or the store threw) must not leave the
+      // circuit half-open with nobody probing: every later request would be refused.
       try {
-        const response = await this.send(method, spec);
-        this.requests?.inc({ host, status: String(response.status) });
-        await this.options.pacer?.observe(response.status, response.headers);
-        const { headers } = response;
-        status = response.status;
-        if (status < 400) {
-          this.breaker.succeeded(host);
-          if (store && fingerprint) await store.complete(fingerprint, response);
-          return { ...response, url: spec.url, attempts: attempt };
+        if (this.options.pacer) {
+          const waited = await this.options.pacer.acquire();
+          if (waited > 0) this.options.onWait?.({ url: shownUrl, reason: 'rate-limit', ms: waited });
         }
-        const snippet = response.body.slice(0, BODY_IN_ERROR);
-        if (status >= 500) this.breaker.failed(host);
-        else this.breaker.succeeded(host);
-        const rateLimited = isRateLimited(status, headers);
-        // A 5xx may have been carried out: only idempotent requests retry it.
-        const retryable = rateLimited || (status >= 500 && idempotent);
-        if (!retryable) {
-          if (store && fingerprint && status < 500) await store.forget(fingerprint);
-          throw new HttpError(`${method} ${shownUrl} answered ${status}: ${snippet}`, shownUrl, status, snippet);
-        }
-        lastProblem = `answered ${status}: ${snippet}`;
-        const asked = serverWaitMs(headers);
-        if (asked !== undefined && (rateLimited || status === 503)) {
-          // Never earlier than the server asked; a little jitter so processes do not return in lockstep.
-          waitMs = asked + this.random() * Math.min(1000, asked * 0.1 + 50);
-          reason = 'retry-after';
-        } else {
+        try {
+          const response = await this.send(method, spec);
+          this.requests?.inc({ host, status: String(response.status) });
+          await this.options.pacer?.observe(response.status, response.headers);
+          const { headers } = response;
+          status = response.status;
+          if (status < 400) {
+            this.breaker.succeeded(host);
+            if (store && fingerprint) await store.complete(fingerprint, response);
+            return { ...response, url: spec.url, attempts: attempt };
+          }
+          const snippet = response.body.slice(0, BODY_IN_ERROR);
+          if (status >= 500) this.breaker.failed(host);
+          else this.breaker.succeeded(host);
+          const rateLimited = isRateLimited(status, headers);
+          // A 5xx may have been carried out: only idempotent requests retry it.
+          const retryable = rateLimited || (status >= 500 && idempotent);
+          if (!retryable) {
+            if (store && fingerprint && status < 500) await store.forget(fingerprint);
+            throw new HttpError(`${method} ${shownUrl} answered ${status}: ${snippet}`, shownUrl, status, snippet);
+          }
+          lastProblem = `answered ${status}: ${snippet}`;
+          const asked = serverWaitMs(headers);
+          if (asked !== undefined && (rateLimited || status === 503)) {
+            // Never earlier than the server asked; a little jitter so processes do not return in lockstep.
+            waitMs = asked + this.random() * Math.min(1000, asked * 0.1 + 50);
+            reason = 'retry-after';
+          } else {
+            waitMs = this.backoff(attempt);
+          }
+          retryReason = String(status);
+        } catch (error) {
+          if (error instanceof HttpError) throw error;
+          const code = (error as { code?: string }).code ?? (error as Error).name;
+          lastProblem = `${code}: ${(error as Error).message}`;
+          this.requests?.inc({ host, status: 'error' });
+          this.breaker.failed(host);
+          // Connection refused means nothing was sent; any other network error may have been carried out.
+          if (!idempotent && code !== 'ECONNREFUSED') {
+            throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
+          }
           waitMs = this.backoff(attempt);
+          retryReason = 'network';
         }
-        retryReason = String(status);
-      } catch (error) {
-        if (error instanceof HttpError) throw error;
-        const code = (error as { code?: string }).code ?? (error as Error).name;
-        lastProblem = `${code}: ${(error as Error).message}`;
-        this.requests?.inc({ host, status: 'error' });
-        this.breaker.failed(host);
-        // Connection refused means nothing was sent; any other network error may have been carried out.
-        if (!idempotent && code !== 'ECONNREFUSED') {
-          throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
-        }
-        waitMs = this.backoff(attempt);
-        retryReason = 'network';
+      } finally {
+        if (probe) this.breaker.release(host);
       }
       const elapsed = Date.now() - started;
       if (attempt >= this.maxAttempts || elapsed + waitMs > this.deadlineMs) {

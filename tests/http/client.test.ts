@@ -113,6 +113,27 @@ describe('HttpClient against the simulator', () => {
     await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
   });
 
+  it('lets a later request probe when the half-open probe ended without an outcome (the pacer threw)', async () => {
+    let pacerDown = false;
+    const pacer = {
+      acquire: async () => {
+        if (pacerDown) throw new Error('pacer: connection to Postgres lost');
+        return 0;
+      },
+      observe: async () => undefined,
+    };
+    const client = new HttpClient({ ...fast, maxAttempts: 1, pacer, breaker: { failureThreshold: 1, cooldownMs: 50 } });
+    const dead = 'http://127.0.0.2:9/';
+    await expect(client.request({ url: dead })).rejects.toThrow(/ECONNREFUSED/);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    pacerDown = true;
+    await expect(client.request({ url: dead })).rejects.toThrow('pacer: connection to Postgres lost');
+    pacerDown = false;
+    // Still half-open: the next request is the probe (it reaches the host and fails), not refused.
+    await expect(client.request({ url: dead })).rejects.toThrow(/ECONNREFUSED/);
+    await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
+  });
+
   it('sends a non-idempotent request once: a repeat returns the stored answer', async () => {
     const client = new HttpClient({ ...fast, fingerprints: new PgFingerprintStore(pool) });
     const before = sim.stats.exportsCreated;

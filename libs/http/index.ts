@@ -55,7 +55,8 @@ export interface HttpClientOptions {
   deadlineMs?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
-  breaker?: { failureThreshold?: number; cooldownMs?: number };
+  /** Circuit state lives in `circuits`, by default the process-wide `sharedCircuits`. */
+  breaker?: { failureThreshold?: number; cooldownMs?: number; circuits?: CircuitRegistry };
   pacer?: Pacer;
   fingerprints?: FingerprintStore;
   metrics?: Registry;
@@ -181,17 +182,53 @@ function flattenHeaders(raw: Record<string, string | string[] | undefined>): Rec
   return out;
 }
 
-interface HostCircuit {
+export interface HostCircuit {
   failures: number;
   openedAt?: number;
   probing: boolean;
 }
 
-/** Opens after N consecutive failures of one host; after the cool-down one probe decides. */
-class CircuitBreaker {
+/**
+ * Circuit state by host, bounded: only hosts with failures are kept, and past `maxHosts` the one
+ * least recently touched is dropped (it then starts closed again, as a new host does).
+ */
+export class CircuitRegistry {
   private readonly hosts = new Map<string, HostCircuit>();
 
+  constructor(readonly maxHosts = 1000) {}
+
+  get size(): number {
+    return this.hosts.size;
+  }
+
+  get(host: string): HostCircuit | undefined {
+    return this.hosts.get(host);
+  }
+
+  set(host: string, circuit: HostCircuit): void {
+    this.hosts.delete(host);
+    this.hosts.set(host, circuit);
+    for (const oldest of this.hosts.keys()) {
+      if (this.hosts.size <= this.maxHosts) break;
+      this.hosts.delete(oldest);
+    }
+  }
+
+  delete(host: string): void {
+    this.hosts.delete(host);
+  }
+}
+
+/**
+ * Shared by every HttpClient of the process (unless one is given its own), so a client built for the
+ * next run of a source still sees the open circuit of a dead host and fails fast.
+ */
+export const sharedCircuits = new CircuitRegistry();
+
+/** Opens after N consecutive failures of one host; after the cool-down one probe decides. */
+class CircuitBreaker {
   constructor(
+    private readonly hosts: CircuitRegistry,
     private readonly threshold: number,
     private readonly cooldownMs: number,
     private readonly gauge?: Gauge,
@@ -305,6 +342,7 @@ export class HttpClient {
         }),
     );
     this.breaker = new CircuitBreaker(
+      options.breaker?.circuits ?? sharedCircuits,
       options.breaker?.failureThreshold ?? 5,
       options.breaker?.cooldownMs ?? 30_000,
       circuit,

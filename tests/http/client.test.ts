@@ -4,6 +4,7 @@ import type { Pool } from '../../libs/db/index.ts';
 import { PgFingerprintStore } from '../../libs/http/fingerprints.ts';
 import {
   CircuitOpenError,
+  CircuitRegistry,
   HttpClient,
   HttpError,
   redactSecrets,
@@ -132,6 +133,28 @@ describe('HttpClient against the simulator', () => {
     // Still half-open: the next request is the probe (it reaches the host and fails), not refused.
     await expect(client.request({ url: dead })).rejects.toThrow(/ECONNREFUSED/);
     await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
+  });
+
+  it('shares the circuit of a host between clients: the client of the next run still fails fast', async () => {
+    const breaker = { failureThreshold: 2, cooldownMs: 30_000 };
+    const dead = 'http://127.0.0.3:9/';
+    const firstRun = new HttpClient({ ...fast, maxAttempts: 2, breaker });
+    await expect(firstRun.request({ url: dead })).rejects.toThrow(/ECONNREFUSED/);
+    const nextRun = new HttpClient({ ...fast, maxAttempts: 2, breaker });
+    await expect(nextRun.request({ url: dead })).rejects.toThrow(CircuitOpenError);
+    // Other hosts are not affected.
+    expect((await nextRun.request({ url: `${sim.url}/api/items` })).status).toBe(200);
+  });
+
+  it('keeps the circuits of at most maxHosts hosts, dropping the least recently touched', () => {
+    const circuits = new CircuitRegistry(2);
+    circuits.set('a', { failures: 1, probing: false });
+    circuits.set('b', { failures: 1, probing: false });
+    circuits.set('a', { failures: 2, probing: false });
+    circuits.set('c', { failures: 1, probing: false });
+    expect(circuits.size).toBe(2);
+    expect(circuits.get('b')).toBeUndefined();
+    expect(circuits.get('a')?.failures).toBe(2);
   });
 
   it('sends a non-idempotent request once: a repeat returns the stored answer', async () => {

@@ -26,10 +26,30 @@ export interface RequestSpec {
   idempotent?: boolean;
 }
 
+export interface AcquireOptions {
+  /** A longer wait is not started and takes no token: acquire() rejects with PacerWaitError at once. */
+  maxWaitMs?: number;
+}
+
+/** The pacer would make the caller wait longer than it may (e.g. past its request's deadline). */
+export class PacerWaitError extends Error {
+  constructor(
+    readonly waitMs: number,
+    readonly maxWaitMs: number,
+    pacer: string,
+  ) {
+    super(`${pacer} asks to wait ${Math.ceil(waitMs)} ms, longer than the ${Math.floor(maxWaitMs)} ms allowed`);
+    this.name = 'PacerWaitError';
+  }
+}
+
 /** Paces requests (e.g. a token bucket shared by all processes) and learns from the server's answers. */
 export interface Pacer {
-  /** Resolves when a request may be sent; returns the milliseconds waited. */
-  acquire(): Promise<number>;
+  /**
+   * Resolves when a request may be sent; returns the milliseconds waited. The wait is known before it
+   * starts: one longer than maxWaitMs is refused with PacerWaitError instead of slept.
+   */
+  acquire(options?: AcquireOptions): Promise<number>;
   observe(status: number, headers: Record<string, string>): Promise<void>;
 }
 
@@ -378,7 +398,21 @@ export class HttpClient {
       // circuit half-open with nobody probing: every later request would be refused.
       try {
         if (this.options.pacer) {
-          const waited = await this.options.pacer.acquire();
+          // The shared bucket may be blocked for an hour by some process's Retry-After: a wait past
+          // the deadline is refused before it starts, not slept through while holding the caller up.
+          const left = Math.max(0, this.deadlineMs - (Date.now() - started));
+          let waited: number;
+          try {
+            waited = await this.options.pacer.acquire({ maxWaitMs: left });
+          } catch (error) {
+            if (!(error instanceof PacerWaitError)) throw error;
+            throw new HttpError(
+              `${method} ${shownUrl} gave up after the ${this.deadlineMs} ms deadline: the shared rate limit asks ` +
+                `to wait ${Math.ceil(error.waitMs)} ms and ${Math.floor(left)} ms are left` +
+                (lastProblem ? `; last: ${lastProblem}` : ''),
+              shownUrl,
+            );
+          }
           if (waited > 0) this.options.onWait?.({ url: shownUrl, reason: 'rate-limit', ms: waited });
         }
         try {

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Queryable } from '../db/index.ts';
-import { type Pacer, serverWaitMs } from '../http/index.ts';
+import { type AcquireOptions, type Pacer, PacerWaitError, serverWaitMs } from '../http/index.ts';
 
 /**
  * A token bucket shared by every process that pulls one source, kept in one Postgres row. Each
@@ -18,15 +18,21 @@ export interface BucketSpec {
   burst: number;
 }
 
+// Takes a token unless the wait for it would be longer than $2 ms (NULL: any wait); the wait is
+// returned either way, and reserved says whether the token was taken.
 const RESERVE_SQL = `
 WITH now AS (SELECT clock_timestamp() AS t),
-     b AS (SELECT *, greatest(now.t, coalesce(blocked_until, now.t)) AS start FROM rate_buckets, now WHERE name = $1 FOR UPDATE)
-UPDATE rate_buckets r SET
-  tokens = least(b.capacity, b.tokens + extract(epoch FROM b.start - b.updated_at) * b.rate_per_s) - 1,
-  updated_at = b.start
-FROM b, now
-WHERE r.name = b.name
-RETURNING r.tokens, r.rate_per_s, extract(epoch FROM b.start - now.t) * 1000 AS blocked_ms`;
+     b AS (SELECT *, greatest(now.t, coalesce(blocked_until, now.t)) AS start FROM rate_buckets, now WHERE name = $1 FOR UPDATE),
+     n AS (SELECT b.name, b.start, b.rate_per_s,
+                  least(b.capacity, b.tokens + extract(epoch FROM b.start - b.updated_at) * b.rate_per_s) - 1 AS tokens,
+                  extract(epoch FROM b.start - b.t) * 1000 AS blocked_ms
+           FROM b),
+     w AS (SELECT n.*, greatest(0, n.blocked_ms) + greatest(0, -n.tokens) / n.rate_per_s * 1000 AS wait_ms FROM n),
+     u AS (UPDATE rate_buckets r SET tokens = w.tokens, updated_at = w.start
+           FROM w
+           WHERE r.name = w.name AND ($2::float8 IS NULL OR w.wait_ms <= $2::float8)
+           RETURNING r.name)
+SELECT w.wait_ms, EXISTS (SELECT 1 FROM u) AS reserved FROM w`;
 
 export class PgTokenBucket implements Pacer {
   private ready?: Promise<void>;
@@ -53,20 +59,25 @@ export class PgTokenBucket implements Pacer {
     return this.ready;
   }
 
-  /** Reserves one token; returns how long the caller must wait before using it. */
-  async reserve(): Promise<number> {
+  /**
+   * Reserves one token; returns how long the caller must wait before using it. A wait longer than
+   * maxWaitMs takes no token and rejects with PacerWaitError (naming the wait).
+   */
+  async reserve(maxWaitMs?: number): Promise<number> {
     await this.ensure();
-    const { rows } = await this.db.query<{ tokens: number; rate_per_s: number; blocked_ms: string }>(RESERVE_SQL, [
+    const { rows } = await this.db.query<{ wait_ms: number | string; reserved: boolean }>(RESERVE_SQL, [
       this.spec.name,
+      maxWaitMs ?? null,
     ]);
     const row = rows[0];
     if (!row) throw new Error(`rate bucket ${this.spec.name} vanished`);
-    const deficit = row.tokens < 0 ? (-row.tokens / row.rate_per_s) * 1000 : 0;
-    return Math.max(0, Number(row.blocked_ms)) + deficit;
+    const wait = Math.max(0, Number(row.wait_ms));
+    if (!row.reserved) throw new PacerWaitError(wait, maxWaitMs ?? 0, `rate bucket ${this.spec.name}`);
+    return wait;
   }
 
-  async acquire(): Promise<number> {
-    const wait = await this.reserve();
+  async acquire(options: AcquireOptions = {}): Promise<number> {
+    const wait = await this.reserve(options.maxWaitMs);
     if (wait > 0) await this.sleep(wait);
     return wait;
   }

@@ -11,7 +11,8 @@ import {
   requestFingerprint,
   serverWaitMs,
 } from '../../libs/http/index.ts';
-import { testPool } from '../helpers/real-stack.ts';
+import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
+import { testPool, uniqueName } from '../helpers/real-stack.ts';
 
 let pool: Pool;
 let sim: Simulator;
@@ -100,6 +101,27 @@ describe('HttpClient against the simulator', () => {
       `GET ${sim.url}/api/items?token=*** gave up after the 1000 ms deadline; last: answered 429`,
     );
     sim.faults.storm = undefined;
+  });
+
+  it('gives up at once, naming the wait, when the shared bucket is blocked past the deadline', async () => {
+    const slept: number[] = [];
+    const spec = { name: uniqueName('bucket'), ratePerSecond: 10, burst: 1 };
+    const bucket = new PgTokenBucket(pool, spec, async (ms) => {
+      slept.push(ms);
+    });
+    // Some process got Retry-After: 3600.
+    await bucket.block(3_600_000);
+    sim.resetStats();
+    const started = Date.now();
+    const failed = new HttpClient({ ...fast, pacer: bucket, deadlineMs: 2000 }).request({
+      url: `${sim.url}/api/items`,
+    });
+    await expect(failed).rejects.toThrow(
+      /gave up after the 2000 ms deadline: the shared rate limit asks to wait 3\d{6} ms and \d+ ms are left$/,
+    );
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(slept).toEqual([]);
+    expect(sim.stats.requests).toBe(0);
   });
 
   it('opens the circuit of a host after consecutive failures and probes after the cool-down', async () => {

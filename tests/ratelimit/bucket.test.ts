@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../../libs/db/index.ts';
+import { PacerWaitError } from '../../libs/http/index.ts';
 import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
 import { testPool, uniqueName } from '../helpers/real-stack.ts';
 
@@ -65,6 +66,20 @@ describe('PgTokenBucket', () => {
     const wait = await quota.reserve();
     expect(wait).toBeGreaterThan(1000);
     expect(wait).toBeLessThan(3000);
+  });
+
+  it('refuses a wait longer than maxWaitMs before it starts, taking no token', async () => {
+    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 10, burst: 1 });
+    expect(await bucket.reserve(0)).toBe(0);
+    // The next token comes in ~100 ms.
+    await expect(bucket.reserve(50)).rejects.toThrow(PacerWaitError);
+    await expect(bucket.reserve(50)).rejects.toThrow(/asks to wait \d+ ms, longer than the 50 ms allowed/);
+    // Nothing was taken by the refusals: the wait is still one token's, not three.
+    const wait = await bucket.reserve(1000);
+    expect(wait).toBeGreaterThan(0);
+    expect(wait).toBeLessThanOrEqual(100);
+    await bucket.block(3_600_000);
+    await expect(bucket.acquire({ maxWaitMs: 2000 })).rejects.toThrow(/asks to wait 3\d{6} ms/);
   });
 
   it('caps its tokens at the remaining count the server reports', async () => {

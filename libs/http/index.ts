@@ -29,6 +29,8 @@ export interface RequestSpec {
 export interface AcquireOptions {
   /** A longer wait is not started and takes no token: acquire() rejects with PacerWaitError at once. */
   maxWaitMs?: number;
+  /** Aborts the wait (rejecting with the signal's reason); the token taken stays spent. */
+  signal?: AbortSignal;
 }
 
 /** The pacer would make the caller wait longer than it may (e.g. past its request's deadline). */
@@ -83,7 +85,9 @@ export interface HttpClientOptions {
   dispatcher?: Dispatcher;
   /** Called before every wait, for progress output. */
   onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
-  sleep?: (ms: number) => Promise<void>;
+  /** Aborts every wait (pacer, backoff, Retry-After) and the request in flight, e.g. on SIGTERM. */
+  signal?: AbortSignal;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   random?: () => number;
 }
 
@@ -303,7 +307,7 @@ export class HttpClient {
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly breaker: CircuitBreaker;
-  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   private readonly random: () => number;
   private readonly requests?: Counter;
   private readonly retries?: Counter;
@@ -314,7 +318,7 @@ export class HttpClient {
     this.deadlineMs = options.deadlineMs ?? 300_000;
     this.baseDelayMs = options.baseDelayMs ?? 500;
     this.maxDelayMs = options.maxDelayMs ?? 30_000;
-    this.sleep = options.sleep ?? ((ms) => delay(ms));
+    this.sleep = options.sleep ?? ((ms, signal) => delay(ms, undefined, { signal }));
     this.random = options.random ?? Math.random;
     const registry = options.metrics;
     this.requests = metric(
@@ -388,7 +392,11 @@ export class HttpClient {
 
     const started = Date.now();
     let lastProblem = '';
+    const { signal } = this.options;
+    const aborted = () =>
+      new HttpError(`${method} ${shownUrl} aborted (${String(signal?.reason ?? 'signal')})`, shownUrl);
     for (let attempt = 1; ; attempt++) {
+      if (signal?.aborted) throw aborted();
       const probe = this.breaker.enter(host, shownUrl);
       let waitMs: number;
       let reason: WaitReason = 'backoff';
@@ -403,8 +411,9 @@ export class HttpClient {
           const left = Math.max(0, this.deadlineMs - (Date.now() - started));
           let waited: number;
           try {
-            waited = await this.options.pacer.acquire({ maxWaitMs: left });
+            waited = await this.options.pacer.acquire({ maxWaitMs: left, signal });
           } catch (error) {
+            if (signal?.aborted) throw aborted();
             if (!(error instanceof PacerWaitError)) throw error;
             throw new HttpError(
               `${method} ${shownUrl} gave up after the ${this.deadlineMs} ms deadline: the shared rate limit asks ` +
@@ -448,6 +457,8 @@ export class HttpClient {
           retryReason = String(status);
         } catch (error) {
           if (error instanceof HttpError) throw error;
+          // Aborted by the caller: says nothing about the host.
+          if (signal?.aborted) throw aborted();
           const code = (error as { code?: string }).code ?? (error as Error).name;
           lastProblem = `${code}: ${(error as Error).message}`;
           this.requests?.inc({ host, status: 'error' });
@@ -470,7 +481,12 @@ export class HttpClient {
       // Counted only here: an attempt after which the client gives up is not a retry.
       this.retries?.inc({ host, reason: retryReason });
       this.options.onWait?.({ url: shownUrl, reason, ms: waitMs, status });
-      await this.sleep(waitMs);
+      try {
+        await this.sleep(waitMs, signal);
+      } catch (error) {
+        if (signal?.aborted) throw aborted();
+        throw error;
+      }
     }
   }
 
@@ -484,7 +500,9 @@ export class HttpClient {
       method: method as Dispatcher.HttpMethod,
       headers: spec.headers,
       body: spec.body,
-      signal: AbortSignal.timeout(this.timeoutMs),
+      signal: this.options.signal
+        ? AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.options.signal])
+        : AbortSignal.timeout(this.timeoutMs),
       dispatcher: this.options.dispatcher,
     });
     const body = await response.body.text();

@@ -40,7 +40,8 @@ export class PgTokenBucket implements Pacer {
   constructor(
     private readonly db: Queryable,
     readonly spec: BucketSpec,
-    private readonly sleep: (ms: number) => Promise<void> = (ms) => delay(ms),
+    private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = (ms, signal) =>
+      delay(ms, undefined, { signal }),
   ) {
     if (!(spec.ratePerSecond > 0)) throw new RangeError(`rate limit of ${spec.name}: ratePerSecond must be > 0`);
     if (!(spec.burst >= 1)) throw new RangeError(`rate limit of ${spec.name}: burst must be >= 1`);
@@ -77,8 +78,9 @@ export class PgTokenBucket implements Pacer {
   }
 
   async acquire(options: AcquireOptions = {}): Promise<number> {
+    options.signal?.throwIfAborted();
     const wait = await this.reserve(options.maxWaitMs);
-    if (wait > 0) await this.sleep(wait);
+    if (wait > 0) await this.sleep(wait, options.signal);
     return wait;
   }
 

@@ -124,6 +124,28 @@ describe('HttpClient against the simulator', () => {
     expect(sim.stats.requests).toBe(0);
   });
 
+  it('aborts the wait for the shared bucket and a Retry-After wait when its signal aborts', async () => {
+    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 10, burst: 1 });
+    await bucket.block(3000);
+    const paced = new AbortController();
+    const started = Date.now();
+    setTimeout(() => paced.abort(new Error('SIGTERM')), 100);
+    await expect(
+      new HttpClient({ ...fast, pacer: bucket, signal: paced.signal }).request({ url: `${sim.url}/api/items` }),
+    ).rejects.toThrow(`GET ${sim.url}/api/items aborted (Error: SIGTERM)`);
+    expect(Date.now() - started).toBeLessThan(1500);
+
+    sim.faults.storm = { requests: 1, retryAfterS: 3 };
+    const retrying = new AbortController();
+    const begun = Date.now();
+    setTimeout(() => retrying.abort(new Error('SIGTERM')), 300);
+    await expect(
+      new HttpClient({ ...fast, signal: retrying.signal }).request({ url: `${sim.url}/api/items` }),
+    ).rejects.toThrow('aborted (Error: SIGTERM)');
+    expect(Date.now() - begun).toBeLessThan(1500);
+    sim.faults.storm = undefined;
+  });
+
   it('opens the circuit of a host after consecutive failures and probes after the cool-down', async () => {
     const client = new HttpClient({ ...fast, maxAttempts: 1, breaker: { failureThreshold: 2, cooldownMs: 300 } });
     const dead = 'http://127.0.0.1:9/'; // discard port: nothing listens

@@ -34,6 +34,19 @@ WITH now AS (SELECT clock_timestamp() AS t),
            RETURNING r.name)
 SELECT w.wait_ms, EXISTS (SELECT 1 FROM u) AS reserved FROM w`;
 
+/** A bucket is shared by sources whose rate limits differ. */
+export class RateBucketConflictError extends Error {
+  constructor(name: string, rate: number, burst: number, wantedRate: number, wantedBurst: number) {
+    super(
+      `rate bucket ${name} is ${rate}/s with burst ${burst}, but this source asks for ${wantedRate}/s with burst ` +
+        `${wantedBurst}: sources sharing a bucket must have the same rate_limit. Make their definitions agree; ` +
+        `to change the rate on purpose: UPDATE rate_buckets SET rate_per_s = ${wantedRate}, capacity = ${wantedBurst} ` +
+        `WHERE name = '${name}'`,
+    );
+    this.name = 'RateBucketConflictError';
+  }
+}
+
 export class PgTokenBucket implements Pacer {
   private ready?: Promise<void>;
 
@@ -47,17 +60,39 @@ export class PgTokenBucket implements Pacer {
     if (!(spec.burst >= 1)) throw new RangeError(`rate limit of ${spec.name}: burst must be >= 1`);
   }
 
-  /** Creates the bucket, or applies a changed rate / burst to the existing one. */
+  /**
+   * Creates the bucket, or checks that the existing one has this rate and burst. Sources sharing a
+   * bucket with different rates used to overwrite each other's rate on every run; now the second one
+   * fails, naming both, until the definitions agree (or the row is changed on purpose).
+   */
   private ensure(): Promise<void> {
-    this.ready ??= this.db
-      .query(
+    this.ready ??= this.createOrCheck().catch((error: unknown) => {
+      this.ready = undefined;
+      throw error;
+    });
+    return this.ready;
+  }
+
+  private async createOrCheck(): Promise<void> {
+    const { name, ratePerSecond, burst } = this.spec;
+    for (let tries = 0; tries < 3; tries++) {
+      const created = await this.db.query(
         `INSERT INTO rate_buckets (name, tokens, capacity, rate_per_s, updated_at)
          VALUES ($1, $2, $2, $3, clock_timestamp())
-         ON CONFLICT (name) DO UPDATE SET capacity = EXCLUDED.capacity, rate_per_s = EXCLUDED.rate_per_s`,
-        [this.spec.name, this.spec.burst, this.spec.ratePerSecond],
-      )
-      .then(() => undefined);
-    return this.ready;
+         ON CONFLICT (name) DO NOTHING`,
+        [name, burst, ratePerSecond],
+      );
+      if (created.rowCount === 1) return;
+      const { rows } = await this.db.query<{ capacity: number; rate_per_s: number }>(
+        'SELECT capacity, rate_per_s FROM rate_buckets WHERE name = $1',
+        [name],
+      );
+      const existing = rows[0];
+      if (!existing) continue; // deleted in between: create it
+      if (existing.rate_per_s === ratePerSecond && existing.capacity === burst) return;
+      throw new RateBucketConflictError(name, existing.rate_per_s, existing.capacity, ratePerSecond, burst);
+    }
+    throw new Error(`rate bucket ${name} could not be created`);
   }
 
   /**

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../../libs/db/index.ts';
 import { PacerWaitError } from '../../libs/http/index.ts';
-import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
+import { PgTokenBucket, RateBucketConflictError } from '../../libs/ratelimit/index.ts';
 import { testPool, uniqueName } from '../helpers/real-stack.ts';
 
 const WORKER = path.resolve(import.meta.dirname, 'acquire-worker.ts');
@@ -80,6 +80,23 @@ describe('PgTokenBucket', () => {
     expect(wait).toBeLessThanOrEqual(100);
     await bucket.block(3_600_000);
     await expect(bucket.acquire({ maxWaitMs: 2000 })).rejects.toThrow(/asks to wait 3\d{6} ms/);
+  });
+
+  it('refuses to share a bucket with a source of another rate, naming both, and keeps the first rate', async () => {
+    const name = uniqueName('bucket');
+    const first = new PgTokenBucket(pool, { name, ratePerSecond: 10, burst: 10 });
+    expect(await first.reserve()).toBe(0);
+    const other = new PgTokenBucket(pool, { name, ratePerSecond: 5, burst: 2 });
+    await expect(other.reserve()).rejects.toThrow(RateBucketConflictError);
+    await expect(other.observe(200, {})).rejects.toThrow(
+      `rate bucket ${name} is 10/s with burst 10, but this source asks for 5/s with burst 2`,
+    );
+    const { rows } = await pool.query('SELECT rate_per_s, capacity FROM rate_buckets WHERE name = $1', [name]);
+    expect(rows[0]).toEqual({ rate_per_s: 10, capacity: 10 });
+    // The same rate shares it, and a bucket put right is used again by the refused source's instance.
+    expect(await new PgTokenBucket(pool, first.spec).reserve()).toBe(0);
+    await pool.query('UPDATE rate_buckets SET rate_per_s = 5, capacity = 2 WHERE name = $1', [name]);
+    expect(await other.reserve()).toBeGreaterThanOrEqual(0);
   });
 
   it('caps its tokens at the remaining count the server reports', async () => {

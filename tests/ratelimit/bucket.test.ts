@@ -69,15 +69,15 @@ describe('PgTokenBucket', () => {
   });
 
   it('refuses a wait longer than maxWaitMs before it starts, taking no token', async () => {
-    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 10, burst: 1 });
+    const bucket = new PgTokenBucket(pool, { name: uniqueName('bucket'), ratePerSecond: 1, burst: 1 });
     expect(await bucket.reserve(0)).toBe(0);
-    // The next token comes in ~100 ms.
-    await expect(bucket.reserve(50)).rejects.toThrow(PacerWaitError);
-    await expect(bucket.reserve(50)).rejects.toThrow(/asks to wait \d+ ms, longer than the 50 ms allowed/);
-    // Nothing was taken by the refusals: the wait is still one token's, not three.
-    const wait = await bucket.reserve(1000);
+    // The next token comes in ~1 s.
+    await expect(bucket.reserve(500)).rejects.toThrow(PacerWaitError);
+    await expect(bucket.reserve(500)).rejects.toThrow(/asks to wait \d+ ms, longer than the 500 ms allowed/);
+    // Nothing was taken by the refusals: the wait is still one token's (<= 1 s), not three.
+    const wait = await bucket.reserve(5000);
     expect(wait).toBeGreaterThan(0);
-    expect(wait).toBeLessThanOrEqual(100);
+    expect(wait).toBeLessThanOrEqual(1000);
     await bucket.block(3_600_000);
     await expect(bucket.acquire({ maxWaitMs: 2000 })).rejects.toThrow(/asks to wait 3\d{6} ms/);
   });

@@ -64,6 +64,8 @@ export interface RunOptions {
   onWait?: (wait: { url: string; reason: WaitReason; ms: number; status?: number }) => void;
   /** Aborted when renewing the lease found it lost: the run stops before its next request. */
   leaseLost?: AbortSignal;
+  /** Aborted to stop (SIGTERM): waits and the request in flight end; committed pages stay committed. */
+  signal?: AbortSignal;
   /** Overrides the definition's pacing (benchmarks, tests). */
   client?: HttpClient;
   metrics?: PullMetrics;
@@ -534,6 +536,8 @@ function buildClient(
     pacer,
     fingerprints: new PgFingerprintStore(opts.pool),
     metrics: opts.metrics?.registry,
+    // A stop or a lost lease ends a long wait (a shared bucket blocked by Retry-After, say) at once.
+    signal: AbortSignal.any([opts.signal, opts.leaseLost].filter((s): s is AbortSignal => s !== undefined)),
     onWait: (wait) => {
       opts.metrics?.wait(def.name, wait.reason, wait.ms);
       if (wait.status === 429 || wait.reason === 'retry-after') counters.throttled++;

@@ -15,7 +15,6 @@ export interface PullOptions extends Omit<RunOptions, 'owner'> {
   leaseTtlMs: number;
   /** How long to wait for another process's run of the same source to finish; 0 = do not wait. */
   waitLeaseMs: number;
-  signal?: AbortSignal;
 }
 
 /** Runs of a source kept in pull_runs (on a 30 s schedule, about eight hours of them). */

@@ -251,11 +251,19 @@ export function kafkaBrokers(env: NodeJS.ProcessEnv = process.env): string[] {
   return brokers;
 }
 
-/** The connection string with its password masked, safe for logs and error messages. */
+/**
+ * Query parameters that carry a secret: pg takes `?password=` as the password, `sslpassword` unlocks
+ * the client key, and `sslkey` names (or, for some clients, holds) that key.
+ */
+const SECRET_PARAMS = new Set(['password', 'sslpassword', 'sslkey']);
+
+/** The connection string with its password masked, in the userinfo and in the query; safe to print. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    const secret = [...parsed.searchParams.keys()].filter((key) => SECRET_PARAMS.has(key.toLowerCase()));
+    for (const key of new Set(secret)) parsed.searchParams.set(key, '***');
     return parsed.toString();
   } catch {
     return '<unparseable url>';

@@ -181,9 +181,18 @@ export class ConfigError extends Error {
   }
 }
 
+/** The value of a setting, without surrounding whitespace; its default when unset, empty or only whitespace. */
 export function setting(name: SettingName, env: NodeJS.ProcessEnv = process.env): string {
-  const value = env[name];
-  return value === undefined || value === '' ? SETTINGS[name].default : value;
+  const value = env[name]?.trim();
+  const chosen = value === undefined || value === '' ? SETTINGS[name].default : value;
+  return chosen;
+}
+
+/** A whole number written in decimal digits only: "0x10", "1e3", "1.0", "-1" and "" are refused. */
+function wholeNumber(raw: string): number | undefined {
+  if (!/^\d+$/.test(raw)) return undefined;
+  const value = Number(raw);
+  return Number.isSafeInteger(value) ? value : undefined;
 }
 
 /** A TCP port; `anyFree` allows 0 (the OS picks a free port), for servers whose port is only reported. */
@@ -193,9 +202,9 @@ export function portSetting(
   options: { anyFree?: boolean } = {},
 ): number {
   const raw = setting(name, env);
-  const port = Number(raw);
+  const port = wholeNumber(raw);
   const min = options.anyFree ? 0 : 1;
-  if (!Number.isInteger(port) || port < min || port > 65535) {
+  if (port === undefined || port < min || port > 65535) {
     throw new ConfigError(name, `expected a TCP port (${min}-65535), got "${raw}"`);
   }
   return port;
@@ -203,9 +212,9 @@ export function portSetting(
 
 export function intSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env, min = 0): number {
   const raw = setting(name, env);
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min)
-    throw new ConfigError(name, `expected an integer >= ${min}, got "${raw}"`);
+  const value = wholeNumber(raw);
+  if (value === undefined || value < min)
+    throw new ConfigError(name, `expected a whole number >= ${min} (decimal digits only), got "${raw}"`);
   return value;
 }
 

@@ -60,7 +60,7 @@ export const SETTINGS = {
   },
   LOG_LEVEL: {
     default: 'info',
-    help: 'pino log level: trace, debug, info, warn, error, fatal.',
+    help: 'pino log level: trace, debug, info, warn, error, fatal or silent.',
   },
   CONVEYOR_SOURCES_DIR: {
     default: 'sources',
@@ -181,10 +181,71 @@ export class ConfigError extends Error {
   }
 }
 
-/** The value of a setting, without surrounding whitespace; its default when unset, empty or only whitespace. */
+/** pino's levels, lowest first ('silent' logs nothing). */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** The URL in `value` if it parses with one of `protocols`, else undefined. */
+function parsedUrl(value: string, protocols: string[]): URL | undefined {
+  try {
+    const url = new URL(value);
+    return protocols.includes(url.protocol) ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A problem with one broker of a KAFKA_BROKERS list ("host:port"), or undefined. */
+function brokerProblem(broker: string): string | undefined {
+  const colon = broker.lastIndexOf(':');
+  const host = colon > 0 ? broker.slice(0, colon) : '';
+  const port = colon > 0 ? broker.slice(colon + 1) : '';
+  if (!host || /\s/.test(host) || !/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+    return `expected comma-separated host:port pairs with ports 1-65535 (e.g. 127.0.0.1:9092), got "${broker}"`;
+  }
+  return undefined;
+}
+
+/**
+ * Checks of settings whose value has a form, run by setting() on every read: a wrong value fails
+ * naming the variable, not deep inside the library it reaches. URLs are not echoed: they may hold a
+ * password.
+ */
+const CHECKS: Partial<Record<SettingName, (value: string) => string | undefined>> = {
+  DATABASE_URL: (value) =>
+    parsedUrl(value, ['postgres:', 'postgresql:'])
+      ? undefined
+      : 'expected a URL like postgres://user:password@host:5432/database (not shown: it may hold a password)',
+  SCHEMA_REGISTRY_URL: (value) =>
+    parsedUrl(value, ['http:', 'https:'])
+      ? undefined
+      : 'expected an http:// or https:// URL like http://127.0.0.1:8081/apis/ccompat/v7 (not shown: it may hold a password)',
+  KAFKA_BROKERS: (value) => {
+    const brokers = value
+      .split(',')
+      .map((b) => b.trim())
+      .filter(Boolean);
+    if (brokers.length === 0) return 'no broker given';
+    for (const broker of brokers) {
+      const problem = brokerProblem(broker);
+      if (problem) return problem;
+    }
+    return undefined;
+  },
+  LOG_LEVEL: (value) =>
+    (LOG_LEVELS as readonly string[]).includes(value)
+      ? undefined
+      : `expected one of ${LOG_LEVELS.join(', ')}, got "${value}"`,
+};
+
+/**
+ * The value of a setting, without surrounding whitespace; its default when unset, empty or only
+ * whitespace. Throws ConfigError, naming the setting, when the value has the wrong form.
+ */
 export function setting(name: SettingName, env: NodeJS.ProcessEnv = process.env): string {
   const value = env[name]?.trim();
   const chosen = value === undefined || value === '' ? SETTINGS[name].default : value;
+  const problem = CHECKS[name]?.(chosen);
+  if (problem) throw new ConfigError(name, problem);
   return chosen;
 }
 

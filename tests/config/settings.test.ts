@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, intSetting, portSetting, setting } from '../../libs/config/index.ts';
+import { ConfigError, intSetting, kafkaBrokers, portSetting, setting } from '../../libs/config/index.ts';
 
 describe('number settings', () => {
   it('take a value of only whitespace as unset (the default), never as 0', () => {
@@ -33,5 +33,45 @@ describe('number settings', () => {
     );
     expect(() => intSetting('SINK_CONSUMERS', { SINK_CONSUMERS: '0' }, 1)).toThrow(/^SINK_CONSUMERS: .* >= 1/);
     expect(intSetting('SINK_CONSUMERS', { SINK_CONSUMERS: '007' }, 1)).toBe(7);
+  });
+});
+
+describe('settings with a form', () => {
+  it('LOG_LEVEL must be a pino level', () => {
+    expect(setting('LOG_LEVEL', { LOG_LEVEL: ' warn ' })).toBe('warn');
+    expect(setting('LOG_LEVEL', { LOG_LEVEL: 'silent' })).toBe('silent');
+    expect(() => setting('LOG_LEVEL', { LOG_LEVEL: 'verbose' })).toThrow(
+      /^LOG_LEVEL: expected one of trace, debug, info, warn, error, fatal, silent, got "verbose"/,
+    );
+  });
+
+  it('KAFKA_BROKERS must be host:port pairs', () => {
+    expect(kafkaBrokers({ KAFKA_BROKERS: 'a:9092, b:9093' })).toEqual(['a:9092', 'b:9093']);
+    expect(kafkaBrokers({ KAFKA_BROKERS: '[::1]:9092' })).toEqual(['[::1]:9092']);
+    for (const bad of ['127.0.0.1:abc', '127.0.0.1', 'a:9092,b', ':9092', 'a:0', 'a:65536', 'a:0x10', ',']) {
+      expect(() => kafkaBrokers({ KAFKA_BROKERS: bad }), bad).toThrow(/^KAFKA_BROKERS: /);
+    }
+    expect(() => kafkaBrokers({ KAFKA_BROKERS: '127.0.0.1:abc' })).toThrow(/host:port.*"127\.0\.0\.1:abc"/);
+  });
+
+  it('DATABASE_URL must be a postgres:// URL, and the error does not show it', () => {
+    expect(setting('DATABASE_URL', { DATABASE_URL: 'postgresql://u:p@h/db' })).toBe('postgresql://u:p@h/db');
+    for (const bad of ['not a url', 'http://h/db', 'u:SECRETPW@h/db']) {
+      expect(() => setting('DATABASE_URL', { DATABASE_URL: bad }), bad).toThrow(
+        /^DATABASE_URL: expected a URL like postgres:\/\//,
+      );
+      expect(() => setting('DATABASE_URL', { DATABASE_URL: bad })).not.toThrow(/SECRETPW/);
+    }
+  });
+
+  it('SCHEMA_REGISTRY_URL must be an http(s):// URL', () => {
+    expect(setting('SCHEMA_REGISTRY_URL', { SCHEMA_REGISTRY_URL: 'https://r.example/api' })).toBe(
+      'https://r.example/api',
+    );
+    for (const bad of ['not a url', 'ftp://r/x', '127.0.0.1:8081']) {
+      expect(() => setting('SCHEMA_REGISTRY_URL', { SCHEMA_REGISTRY_URL: bad }), bad).toThrow(
+        /^SCHEMA_REGISTRY_URL: expected an http:\/\/ or https:\/\/ URL/,
+      );
+    }
   });
 });

@@ -16,7 +16,7 @@ export const SETTINGS = {
   },
   SCHEMA_REGISTRY_URL: {
     default: 'http://127.0.0.1:8081/apis/ccompat/v7',
-    help: "Base URL of a registry speaking Confluent Schema Registry's REST API.",
+    help: "Base URL of a registry speaking Confluent Schema Registry's REST API; credentials in it (https://user:password@host/...) are sent as HTTP Basic authentication.",
   },
   CONVEYOR_HOME: {
     default: '.conveyor',

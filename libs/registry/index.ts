@@ -1,5 +1,5 @@
 import avro from 'avsc';
-import { setting } from '../config/index.ts';
+import { redactUrl, setting } from '../config/index.ts';
 import { COMPATIBILITY_LEVELS, type CompatibilityLevel, compatibilityProblems } from './compatibility.ts';
 
 export { COMPATIBILITY_LEVELS, type CompatibilityLevel, compatibilityProblems } from './compatibility.ts';
@@ -33,6 +33,20 @@ export class SchemaGateError extends Error {
   }
 }
 
+/** `text` with the userinfo of every URL in it masked. */
+function redactText(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1***@');
+}
+
+/** A percent-encoded URL part decoded, or as it is when it is not valid percent-encoding. */
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 /** Subject naming: TopicNameStrategy. */
 export function valueSubject(topic: string): string {
   return `${topic}-value`;
@@ -43,28 +57,68 @@ export function valueSubject(topic: string): string {
  * ccompat API, Karapace, Redpanda), limited to what Conveyor needs.
  */
 export class SchemaRegistryClient {
+  /** The base URL without credentials (they go in the Authorization header). */
   readonly url: string;
+  private readonly authorization: string | undefined;
   private readonly schemasById = new Map<number, Promise<avro.Type>>();
 
+  /**
+   * `url` may carry credentials (http://user:password@host/...): Node's fetch refuses such a URL, so
+   * they are taken out of it and sent as HTTP Basic authentication. No error shows them.
+   */
   constructor(url: string = setting('SCHEMA_REGISTRY_URL')) {
-    this.url = url.replace(/\/+$/, '');
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new Error('schema registry: expected an http:// or https:// URL (not shown: it may hold a password)');
+    }
+    if (parsed.username || parsed.password) {
+      const credentials = `${decoded(parsed.username)}:${decoded(parsed.password)}`;
+      this.authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
+      parsed.username = '';
+      parsed.password = '';
+    }
+    this.url = parsed.toString().replace(/\/+$/, '');
   }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const response = await fetch(`${this.url}${path}`, {
-      method,
-      headers: { accept: CONTENT_TYPE, 'content-type': CONTENT_TYPE },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
-    const text = await response.text();
-    const parsed = text ? (JSON.parse(text) as unknown) : undefined;
+    const headers: Record<string, string> = { accept: CONTENT_TYPE, 'content-type': CONTENT_TYPE };
+    if (this.authorization) headers.authorization = this.authorization;
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(`${this.url}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+      text = await response.text();
+    } catch (error) {
+      // fetch's messages may hold the URL it was given; its cause says why it failed (ECONNREFUSED...).
+      const cause = (error as Error).cause as { code?: string; message?: string } | undefined;
+      const why = [(error as Error).message, cause?.code ?? cause?.message].filter(Boolean).join(': ');
+      throw new RegistryError(`${method} ${redactUrl(`${this.url}${path}`)}: ${redactText(why)}`, 0);
+    }
+    let parsed: unknown;
+    try {
+      parsed = text ? (JSON.parse(text) as unknown) : undefined;
+    } catch {
+      parsed = undefined;
+    }
     if (!response.ok) {
       const error = parsed as { error_code?: number; message?: string } | undefined;
       throw new RegistryError(
-        `${method} ${path}: ${response.status} ${error?.message ?? text}`,
+        `${method} ${path}: ${response.status} ${redactText(error?.message ?? text)}`,
         response.status,
         error?.error_code,
+      );
+    }
+    if (text && parsed === undefined) {
+      throw new RegistryError(
+        `${method} ${path}: ${response.status} but not JSON: ${redactText(text.slice(0, 200))}`,
+        response.status,
       );
     }
     return parsed as T;

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,23 @@ describe('a password in the query string of DATABASE_URL', () => {
     url.pathname = `/${process.env.CONVEYOR_TEST_DATABASE ?? 'conveyor_test'}`;
     const result = await runCli(['migrate'], { DATABASE_URL: url.toString(), CONVEYOR_HOME: home });
     expect(result.stdout + result.stderr).toContain('password=***');
+    expect(result.stdout + result.stderr).not.toContain('SECRETPW');
+  });
+});
+
+describe('a password in SCHEMA_REGISTRY_URL', () => {
+  it('is not printed when the registry cannot be reached', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const result = await runCli(['schema', 'check', '--source', 'github'], {
+      SCHEMA_REGISTRY_URL: `http://user:SECRETPW@127.0.0.1:${port}/apis/ccompat/v7`,
+      CONVEYOR_HOME: home,
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`127.0.0.1:${port}`);
+    expect(result.stderr).toContain('ECONNREFUSED');
     expect(result.stdout + result.stderr).not.toContain('SECRETPW');
   });
 });

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { createPool } from '../../../libs/db/index.ts';
 import { createKafka } from '../../../libs/kafka/index.ts';
 import { inspectDlq, replayDlq } from '../../sink/dlq.ts';
+import { wholeNumberOption } from './options.ts';
 
 export function registerDlqCommands(program: Command): void {
   const dlq = program.command('dlq').description('Inspect and replay the dead-letter topic (conveyor.dlq).');
@@ -9,10 +10,10 @@ export function registerDlqCommands(program: Command): void {
   dlq
     .command('inspect')
     .description('Count DLQ records by stage/reason and show the first few of each.')
-    .option('--samples <n>', 'records shown per reason', '3')
+    .option('--samples <n>', 'records shown per reason (0 or more)', wholeNumberOption(0), 3)
     .option('--json', 'print one JSON object instead of a table')
-    .action(async (options: { samples: string; json?: boolean }) => {
-      const summary = await inspectDlq(createKafka({ clientId: 'conveyor-dlq' }), Number(options.samples));
+    .action(async (options: { samples: number; json?: boolean }) => {
+      const summary = await inspectDlq(createKafka({ clientId: 'conveyor-dlq' }), options.samples);
       if (options.json) {
         process.stdout.write(`${JSON.stringify(summary)}\n`);
         return;

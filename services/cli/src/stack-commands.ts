@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { postgresAnswers } from '../../../infra/stack/postgres.ts';
 import { tail } from '../../../infra/stack/processes.ts';
 import { describeDatabase, logFileOf, partState, stackDown, stackLayout, stackUp } from '../../../infra/stack/stack.ts';
+import { wholeNumberOption } from './options.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -64,9 +65,9 @@ export function registerStackCommands(program: Command): void {
     .command('logs')
     .description('Print the log of one part: kafka, registry or postgres (embedded only).')
     .argument('<part>', 'kafka | registry | postgres')
-    .option('-n, --lines <n>', 'how many of the last lines to print', '100')
+    .option('-n, --lines <n>', 'how many of the last lines to print (1 or more)', wholeNumberOption(1), 100)
     .option('-f, --follow', 'keep printing as the log grows', false)
-    .action(async (partName: string, options: { lines: string; follow: boolean }) => {
+    .action(async (partName: string, options: { lines: number; follow: boolean }) => {
       const layout = await stackLayout();
       const known = layout.parts.map((p) => p.name);
       if (!known.includes(partName as (typeof known)[number])) {
@@ -75,9 +76,9 @@ export function registerStackCommands(program: Command): void {
       const file = logFileOf(layout, partName);
       if (!fs.existsSync(file)) throw new Error(`no log for ${partName} yet (${file}); has it been started?`);
       if (options.follow) {
-        spawn('tail', ['-n', options.lines, '-F', file], { stdio: 'inherit' });
+        spawn('tail', ['-n', String(options.lines), '-F', file], { stdio: 'inherit' });
         return;
       }
-      say(tail(file, Number(options.lines)));
+      say(tail(file, options.lines));
     });
 }

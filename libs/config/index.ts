@@ -205,6 +205,14 @@ function brokerProblem(broker: string): string | undefined {
   return undefined;
 }
 
+/** A memory size DuckDB takes as a memory_limit: a positive number and a unit, e.g. 512MB, 2GB, 1.5GiB. */
+export function isMemorySize(value: string): boolean {
+  const match = /^(\d+(?:\.\d*)?|\.\d+)\s*(?:B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.exec(value.trim());
+  return match !== null && Number(match[1]) > 0;
+}
+
+export const MEMORY_SIZE_FORM = 'a size such as 512MB, 2GB or 1.5GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)';
+
 /**
  * Checks of settings whose value has a form, run by setting() on every read: a wrong value fails
  * naming the variable, not deep inside the library it reaches. URLs are not echoed: they may hold a

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { DuckDBConnection } from '@duckdb/node-api';
+import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type { Pool } from '../../libs/db/index.ts';
 import { BRONZE_MAX_LINE_BYTES, sqlString } from '../../libs/lake/silver.ts';
 import type { LakeStorage } from '../../libs/lake/storage.ts';
@@ -195,19 +195,29 @@ export async function verifyOutput(
   const sources = options.sources ?? [];
   const layers = options.layers ?? ['bronze', 'silver'];
   const progress = options.progress ?? (() => undefined);
-  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-verify-'));
-  // Loaded when used: DuckDB's library adds about 30 MB to any process that imports it.
-  const { DuckDBInstance } = await import('@duckdb/node-api');
   const memoryLimit = options.memoryLimit ?? DEFAULT_MEMORY;
-  const instance = await DuckDBInstance.create(':memory:', {
-    memory_limit: memoryLimit,
-    temp_directory: scratch,
-    preserve_insertion_order: 'false',
-  });
-  const duck = await instance.connect();
-  // Tracked for the progress lines (duck.progress), never printed by DuckDB itself.
-  await duck.run('SET enable_progress_bar = true; SET enable_progress_bar_print = false');
+  // Everything from the scratch folder on is inside the try, so a failure anywhere (a memory limit
+  // DuckDB refuses, say) leaves no folder behind.
+  let scratch: string | undefined;
+  let instance: DuckDBInstance | undefined;
+  let duck: DuckDBConnection | undefined;
   try {
+    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-verify-'));
+    // Loaded when used: DuckDB's library adds about 30 MB to any process that imports it.
+    const { DuckDBInstance } = await import('@duckdb/node-api');
+    try {
+      instance = await DuckDBInstance.create(':memory:', {
+        memory_limit: memoryLimit,
+        temp_directory: scratch,
+        preserve_insertion_order: 'false',
+      });
+    } catch (error) {
+      if (!/Failed to set config/i.test((error as Error).message)) throw error;
+      throw new Error(`DuckDB refused the memory limit "${memoryLimit}"; give a size such as 512MB or 2GB`);
+    }
+    duck = await instance.connect();
+    // Tracked for the progress lines (duck.progress), never printed by DuckDB itself.
+    await duck.run('SET enable_progress_bar = true; SET enable_progress_bar_print = false');
     await loadAccepted(pool, duck, sources, progress);
     const reports: LayerReport[] = [];
     for (const layer of layers) {
@@ -222,9 +232,9 @@ export async function verifyOutput(
       `${(error as Error).message}\nverify ran out of its memory limit (${memoryLimit}); give it more with --memory`,
     );
   } finally {
-    duck.closeSync();
-    instance.closeSync();
-    fs.rmSync(scratch, { recursive: true, force: true });
+    duck?.closeSync();
+    instance?.closeSync();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
   }
 }
 

@@ -99,4 +99,24 @@ describe('verify (Postgres, bronze JSON lines, silver Parquet)', () => {
       verifyOutput(pool, new LocalDirStorage(lake), { sources: [source], memoryLimit: '1MB' }),
     ).rejects.toThrow(/memory limit \(1MB\); give it more with --memory/);
   });
+
+  it('refuses a memory limit DuckDB does not take, naming it, and leaves no scratch folder', async () => {
+    const source = uniqueName('verify-bad-memory');
+    const lake = lakeWith(source, [`${source}-1`]);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'conveyor-verify-tmp-'));
+    const before = process.env.TMPDIR;
+    process.env.TMPDIR = tmp;
+    try {
+      for (const memoryLimit of ['banana', '12']) {
+        await expect(verifyOutput(pool, new LocalDirStorage(lake), { sources: [source], memoryLimit })).rejects.toThrow(
+          `DuckDB refused the memory limit "${memoryLimit}"`,
+        );
+      }
+      expect(fs.readdirSync(tmp)).toEqual([]);
+    } finally {
+      if (before === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = before;
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });

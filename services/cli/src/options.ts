@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { isMemorySize, MEMORY_SIZE_FORM } from '../../../libs/config/index.ts';
 
 /**
  * A commander option parser for a whole number of at least `min`, written in decimal digits ("abc",
@@ -13,4 +14,10 @@ export function wholeNumberOption(min: number): (value: string) => number {
     }
     return n;
   };
+}
+
+/** A commander option parser for a DuckDB memory limit (512MB, 2GB, 1.5GiB...). */
+export function memorySizeOption(value: string): string {
+  if (!isMemorySize(value)) throw new InvalidArgumentError(`expected ${MEMORY_SIZE_FORM}.`);
+  return value.trim();
 }

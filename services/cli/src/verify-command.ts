@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { memorySizeOption } from './options.ts';
 
 interface VerifyFlags {
   source?: string[];
@@ -21,6 +22,7 @@ export function registerVerifyCommand(program: Command): void {
     .option(
       '--memory <size>',
       "DuckDB's memory limit for the counts, e.g. 2GB (default 512MB; they spill to disk beyond it)",
+      memorySizeOption,
     )
     .action(async (options: VerifyFlags) => {
       const layers = options.layer.map((l) => {

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { setting } from '../config/index.ts';
+import { ConfigError, type SettingName, setting } from '../config/index.ts';
 
 export type { Logger } from 'pino';
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -68,13 +68,32 @@ export function registerOpsRoutes(app: FastifyInstance, options: OpsServerOption
   });
 }
 
-/** A small HTTP server with only the ops routes, for services that serve nothing else (relay, sink). */
+/**
+ * A small HTTP server with only the ops routes, for services that serve nothing else (relay, sink).
+ * `setting` names the variable the port came from: a port taken by another process fails naming it.
+ */
 export async function startOpsServer(
-  options: OpsServerOptions & { port: number; host?: string },
+  options: OpsServerOptions & { port: number; host?: string; setting?: SettingName },
 ): Promise<{ close: () => Promise<void>; port: number }> {
   const app = Fastify({ logger: false });
   registerOpsRoutes(app, options);
-  await app.listen({ port: options.port, host: options.host ?? setting('OPS_HOST') });
+  const host = options.host ?? setting('OPS_HOST');
+  try {
+    await app.listen({ port: options.port, host });
+  } catch (error) {
+    await app.close().catch(() => undefined);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (options.setting && code === 'EADDRINUSE') {
+      throw new ConfigError(
+        options.setting,
+        `port ${options.port} on ${host} is already in use by another process; choose a free one (0 picks any)`,
+      );
+    }
+    if (options.setting && code === 'EACCES') {
+      throw new ConfigError(options.setting, `not allowed to listen on port ${options.port} on ${host}`);
+    }
+    throw error;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   return { close: () => app.close(), port };

@@ -23,9 +23,10 @@ export async function runRelay(): Promise<void> {
     retentionMs: intSetting('RELAY_RETENTION_HOURS') * 3600_000,
     leaseTtlMs: intSetting('RELAY_LEASE_TTL_MS', process.env, 1000),
   });
-  await relay.start();
+  // Listening before the relay takes shard leases: a taken RELAY_PORT fails here, naming it.
   const ops = await startOpsServer({
     port: portSetting('RELAY_PORT', process.env, { anyFree: true }),
+    setting: 'RELAY_PORT',
     metrics,
     healthy: () => true,
     ready: async () =>
@@ -34,6 +35,12 @@ export async function runRelay(): Promise<void> {
         () => false,
       ),
   });
+  try {
+    await relay.start();
+  } catch (error) {
+    await ops.close();
+    throw error;
+  }
   logger.info({ port: ops.port }, 'relay ops endpoints: /metrics /healthz /readyz');
 
   await shutdownSignal(logger, 'finishing in-flight batches');

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { conveyorHome, intSetting, setting } from '../../libs/config/index.ts';
+import { conveyorHome, intSetting, portSetting, setting } from '../../libs/config/index.ts';
 import { createPool } from '../../libs/db/index.ts';
 import { createKafka, EVENT_TOPIC_PATTERN } from '../../libs/kafka/index.ts';
 import { SilverWriter } from '../../libs/lake/silver.ts';
@@ -56,9 +56,11 @@ export async function runSink(): Promise<void> {
     dedupeRetentionDays: intSetting('SINK_DEDUPE_RETENTION_DAYS'),
     sessionTimeoutMs: intSetting('SINK_SESSION_TIMEOUT_MS', process.env, 6000),
   });
-  await sink.start();
+  // Listening before the sink joins its consumer group: a wrong or taken SINK_PORT fails here, naming
+  // it, not after the group has rebalanced to take this sink in. /healthz says 503 until it runs.
   const ops = await startOpsServer({
-    port: intSetting('SINK_PORT'),
+    port: portSetting('SINK_PORT', process.env, { anyFree: true }),
+    setting: 'SINK_PORT',
     metrics,
     healthy: () => sink.isRunning,
     ready: async () =>
@@ -68,6 +70,12 @@ export async function runSink(): Promise<void> {
         () => false,
       )),
   });
+  try {
+    await sink.start();
+  } catch (error) {
+    await ops.close();
+    throw error;
+  }
   logger.info({ port: ops.port, output: storage.root }, 'sink running; ops endpoints: /metrics /healthz /readyz');
 
   await shutdownSignal(logger, 'writing and committing the batch in progress');

@@ -104,6 +104,7 @@ export function registerPullCommand(program: Command): void {
             const metrics = new PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
             const ops = await startOpsServer({
               port: portSetting('PULL_PORT', process.env, { anyFree: true }),
+              setting: 'PULL_PORT',
               metrics: metrics.registry,
               healthy: () => !controller.signal.aborted,
               ready: () =>

@@ -72,7 +72,7 @@ export const SETTINGS = {
   },
   PULL_LEASE_SECONDS: {
     default: '30',
-    help: 'Lifetime of the lease that keeps one source from running twice at once; renewed every third of it while a run is alive.',
+    help: 'Lifetime in seconds (at least 1) of the lease that keeps one source from running twice at once; renewed every third of it while a run is alive.',
   },
   SINK_OUTPUT_DIR: {
     default: '',

@@ -73,9 +73,11 @@ export function registerPullCommand(program: Command): void {
         const waitLease = Number(opts.waitLease);
         if (!Number.isFinite(waitLease) || waitLease < 0)
           fail(EXIT.usage, `--wait-lease: not a number of seconds: ${opts.waitLease}`);
-        const leaseSeconds = Number(setting('PULL_LEASE_SECONDS'));
-        if (!(leaseSeconds > 0))
-          fail(EXIT.usage, `PULL_LEASE_SECONDS: expected seconds > 0, got ${setting('PULL_LEASE_SECONDS')}`);
+        // At least a second: the lease is renewed every third of it, and a shorter one is lost between
+        // renewals (PULL_LEASE_SECONDS=0.001 failed every run with "lease … was lost").
+        const leaseRaw = setting('PULL_LEASE_SECONDS');
+        const leaseSeconds = /^\d+(\.\d+)?$/.test(leaseRaw) ? Number(leaseRaw) : Number.NaN;
+        if (!(leaseSeconds >= 1)) fail(EXIT.usage, `PULL_LEASE_SECONDS: expected seconds >= 1, got "${leaseRaw}"`);
 
         const log = (line: string) => {
           if (!opts.quiet) process.stderr.write(`${line}\n`);

@@ -239,6 +239,7 @@ const CHECKS: Partial<Record<SettingName, (value: string) => string | undefined>
     }
     return undefined;
   },
+  SINK_DUCKDB_MEMORY: (value) => (isMemorySize(value) ? undefined : `expected ${MEMORY_SIZE_FORM}, got "${value}"`),
   LOG_LEVEL: (value) =>
     (LOG_LEVELS as readonly string[]).includes(value)
       ? undefined

@@ -74,4 +74,15 @@ describe('settings with a form', () => {
       );
     }
   });
+
+  it('SINK_DUCKDB_MEMORY must be a size DuckDB takes (it was found wrong only at the first merge)', () => {
+    for (const good of ['128MB', '2GB', '1.5GiB', '512 MiB']) {
+      expect(setting('SINK_DUCKDB_MEMORY', { SINK_DUCKDB_MEMORY: good })).toBe(good);
+    }
+    for (const bad of ['banana', '12', '0MB', '1PB', '80%']) {
+      expect(() => setting('SINK_DUCKDB_MEMORY', { SINK_DUCKDB_MEMORY: bad }), bad).toThrow(
+        /^SINK_DUCKDB_MEMORY: expected a size such as 512MB, 2GB or 1.5GiB/,
+      );
+    }
+  });
 });

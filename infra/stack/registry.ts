@@ -7,6 +7,8 @@ import type { StackPart } from './types.ts';
 
 const INFRA = projectPath('infra', 'registry');
 const APP_DIR = path.join(INFRA, 'target/apicurio');
+/** The environment variable Apicurio (Quarkus) reads apicurio.datasource.password from. */
+export const PASSWORD_VARIABLE = 'APICURIO_DATASOURCE_PASSWORD';
 /** Apicurio Registry serves Confluent's Schema Registry API under this path. */
 export const CCOMPAT_PATH = '/apis/ccompat/v7';
 
@@ -58,10 +60,15 @@ export function registryPart(home: string, port: number, databaseUrl: string): S
           `-Dquarkus.management.port=${port + 1000}`,
           `-Dapicurio.datasource.url=jdbc:postgresql://${registryDb.hostname}:${registryDb.port || 5432}/conveyor_registry`,
           `-Dapicurio.datasource.username=${decodeURIComponent(registryDb.username || 'postgres')}`,
-          ...(registryDb.password ? [`-Dapicurio.datasource.password=${decodeURIComponent(registryDb.password)}`] : []),
           '-jar',
           jar,
         ],
+        // The password goes in the environment, which only its user can read (/proc/<pid>/environ),
+        // not on the command line, which anyone can (ps). Quarkus maps APICURIO_DATASOURCE_PASSWORD
+        // to apicurio.datasource.password, above application.properties.
+        env: registryDb.password
+          ? { ...process.env, [PASSWORD_VARIABLE]: decodeURIComponent(registryDb.password) }
+          : undefined,
       };
     },
 

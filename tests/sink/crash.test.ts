@@ -186,7 +186,7 @@ describe('sink crash drill', () => {
 
     const dry = await runCli(['dlq', 'replay', '--topic', src.topic, '--reason', 'not_wire_format', '--dry-run']);
     expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.stdout).toContain('dry run: would replay 1 record(s)');
+    expect(dry.stdout).toContain('dry run: would re-publish 1 record(s)');
     const admin = kafka.admin();
     await admin.connect();
     const ends = await admin.fetchTopicOffsets(src.topic);

@@ -66,6 +66,10 @@ export const SETTINGS = {
     default: 'sources',
     help: 'Folder of pull source definitions (*.yaml, *.yml, *.json), loaded after the built-ins; relative to the working directory.',
   },
+  PULL_SOURCES: {
+    default: '',
+    help: 'Comma-separated sources `pull --all` runs; empty runs every defined source, the built-ins included (which call GitHub and the bundled simulator). Set it in production.',
+  },
   PULL_PORT: {
     default: '9466',
     help: "Port of the pull scheduler's (`pull --all`) /metrics and /healthz (0 picks a free port; the port bound is printed on stderr).",
@@ -256,6 +260,14 @@ export function setting(name: SettingName, env: NodeJS.ProcessEnv = process.env)
   const problem = CHECKS[name]?.(chosen);
   if (problem) throw new ConfigError(name, problem);
   return chosen;
+}
+
+/** A comma-separated list setting: items trimmed, empty ones dropped (empty: no items). */
+export function listSetting(name: SettingName, env: NodeJS.ProcessEnv = process.env): string[] {
+  return setting(name, env)
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
 }
 
 /** A whole number written in decimal digits only: "0x10", "1e3", "1.0", "-1" and "" are refused. */

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { conveyorHome, intSetting, portSetting, setting } from '../../libs/config/index.ts';
+import { conveyorHome, intSetting, listSetting, portSetting, setting } from '../../libs/config/index.ts';
 import { createPool } from '../../libs/db/index.ts';
 import { createKafka, EVENT_TOPIC_PATTERN } from '../../libs/kafka/index.ts';
 import { SilverWriter } from '../../libs/lake/silver.ts';
@@ -11,13 +11,6 @@ import { Sink } from './sink.ts';
 export function outputDir(env: NodeJS.ProcessEnv = process.env): string {
   const configured = setting('SINK_OUTPUT_DIR', env);
   return configured ? path.resolve(configured) : path.join(conveyorHome(env), 'lake');
-}
-
-function list(value: string): string[] {
-  return value
-    .split(',')
-    .map((v) => v.trim())
-    .filter(Boolean);
 }
 
 /** `conveyor sink`: runs until SIGTERM / SIGINT, then writes and commits the batch in progress. */
@@ -33,7 +26,7 @@ export async function runSink(): Promise<void> {
   const pool = createPool({ max: 2 * lanes + 2, applicationName: 'conveyor-sink' });
   const storage = new LocalDirStorage(outputDir());
   const silver = await SilverWriter.create(storage, { memoryLimit: setting('SINK_DUCKDB_MEMORY') });
-  const topics = list(setting('SINK_TOPICS'));
+  const topics = listSetting('SINK_TOPICS');
   const sink = new Sink({
     kafka: createKafka({ clientId: 'conveyor-sink', logger }),
     registry: new SchemaRegistryClient(),
@@ -49,7 +42,7 @@ export async function runSink(): Promise<void> {
       maxBytes: intSetting('SINK_FILE_MAX_BYTES', process.env, 1),
       maxSpanMs: intSetting('SINK_FILE_MAX_SPAN_MS', process.env, 1),
     },
-    entitySources: new Set(list(setting('SINK_ENTITY_SOURCES'))),
+    entitySources: new Set(listSetting('SINK_ENTITY_SOURCES')),
     consumers,
     partitionsConcurrently,
     maxBytesPerPartition: intSetting('SINK_FETCH_MAX_BYTES', process.env, 1024),

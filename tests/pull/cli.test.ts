@@ -131,11 +131,11 @@ describe('conveyor pull --once', () => {
 });
 
 describe('conveyor pull --all', () => {
-  it('runs each source on its interval until SIGTERM, then exits 0', async () => {
+  it('runs each source PULL_SOURCES names on its interval until SIGTERM, then exits 0', async () => {
     const raw = changeFeedDefinition(sim.url, { schedule: { every: '500ms', jitter: '100ms' } });
     const dir = await definitionsDir(raw);
     const child = spawn(process.execPath, [BIN, 'pull', '--all'], {
-      env: { ...process.env, ...env(dir), GITHUB_API_URL: sim.url },
+      env: { ...process.env, ...env(dir), PULL_SOURCES: ` ${raw.name}, ` },
     });
     let stderr = '';
     child.stderr.on('data', (d) => {
@@ -153,8 +153,17 @@ describe('conveyor pull --all', () => {
     }
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+    // Only the named source: not the built-ins (GitHub, the simulator's feed).
+    expect(stderr).toContain(`scheduler: 1 source(s): ${raw.name}\n`);
     expect(stderr).toContain(`${raw.name}: `);
+    expect(stderr).not.toContain('github-public-events');
     const counts = await outboxCounts(pool, String(raw.name));
     expect(counts.rows).toBe(counts.distinct);
+  });
+
+  it('refuses a PULL_SOURCES name that no definition has, naming it', async () => {
+    const result = await runCli(['pull', '--all'], { PULL_SOURCES: 'github-public-events,nope' });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('PULL_SOURCES: unknown source(s) nope; known: ');
   });
 });

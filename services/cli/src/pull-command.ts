@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { portSetting, setting } from '../../../libs/config/index.ts';
+import { listSetting, portSetting, setting } from '../../../libs/config/index.ts';
 import type { SourceDefinition } from '../../puller/definition.ts';
 import type { PageProgress, RunStats } from '../../puller/engine.ts';
 
@@ -27,7 +27,10 @@ export function registerPullCommand(program: Command): void {
     .command('pull')
     .description('Pull REST sources defined in definition files into the outbox, resuming from their checkpoints.')
     .option('--source <name>', 'the source to pull (see --list)')
-    .option('--all', 'run every source on its schedule until interrupted (SIGINT / SIGTERM)')
+    .option(
+      '--all',
+      'run every source (or those PULL_SOURCES names) on its schedule until interrupted (SIGINT / SIGTERM)',
+    )
     .option('--once', 'one run of --source, then exit (for cron, Airflow, K8s CronJob)')
     .option('--list', 'list the known sources and exit')
     .option('--wait-lease <seconds>', 'with --once: wait this long for a run of the same source elsewhere to end', '0')
@@ -99,11 +102,24 @@ export function registerPullCommand(program: Command): void {
         };
         try {
           if (opts.all) {
+            const chosen = listSetting('PULL_SOURCES');
+            const unknown = chosen.filter((name) => !defs.has(name));
+            if (unknown.length > 0) {
+              fail(
+                EXIT.usage,
+                `PULL_SOURCES: unknown source(s) ${unknown.join(', ')}; known: ${[...defs.keys()].join(', ')}`,
+              );
+            }
+            const scheduled = chosen.length > 0 ? chosen.map((name) => defs.get(name)!) : [...defs.values()];
             const controller = new AbortController();
             const stop = () => controller.abort();
             process.once('SIGINT', stop);
             process.once('SIGTERM', stop);
-            const metrics = new PullMetrics(createMetrics('puller'), pool, [...defs.keys()]);
+            const metrics = new PullMetrics(
+              createMetrics('puller'),
+              pool,
+              scheduled.map((d) => d.name),
+            );
             const ops = await startOpsServer({
               port: portSetting('PULL_PORT', process.env, { anyFree: true }),
               setting: 'PULL_PORT',
@@ -117,9 +133,9 @@ export function registerPullCommand(program: Command): void {
             });
             // Not subject to --quiet: with PULL_PORT=0 this line is the only way to find the port.
             process.stderr.write(`scheduler: /metrics /healthz /readyz on http://127.0.0.1:${ops.port}\n`);
-            log(`scheduler: ${defs.size} source(s): ${[...defs.keys()].join(', ')}`);
+            log(`scheduler: ${scheduled.length} source(s): ${scheduled.map((d) => d.name).join(', ')}`);
             try {
-              await runScheduler([...defs.values()], {
+              await runScheduler(scheduled, {
                 ...base,
                 waitLeaseMs: 0,
                 metrics,

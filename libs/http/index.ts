@@ -424,8 +424,30 @@ export class HttpClient {
           }
           if (waited > 0) this.options.onWait?.({ url: shownUrl, reason: 'rate-limit', ms: waited });
         }
+        let response: Omit<HttpResponse, 'url' | 'attempts'> | undefined;
+        let sendError: unknown;
         try {
-          const response = await this.send(method, spec);
+          response = await this.send(method, spec);
+        } catch (error) {
+          sendError = error;
+        }
+        if (!response) {
+          const error = sendError;
+          // Aborted by the caller: says nothing about the host.
+          if (signal?.aborted) throw aborted();
+          const code = (error as { code?: string }).code ?? (error as Error).name;
+          lastProblem = `${code}: ${(error as Error).message}`;
+          this.requests?.inc({ host, status: 'error' });
+          this.breaker.failed(host);
+          // Connection refused means nothing was sent; any other network error may have been carried out.
+          if (!idempotent && code !== 'ECONNREFUSED') {
+            throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
+          }
+          waitMs = this.backoff(attempt);
+          retryReason = 'network';
+        } else {
+          // The answer arrived: what follows (the shared bucket, the fingerprint store) failing is not
+          // the host's fault and must not send the request again; its error goes to the caller as it is.
           this.requests?.inc({ host, status: String(response.status) });
           await this.options.pacer?.observe(response.status, response.headers);
           const { headers } = response;
@@ -455,20 +477,6 @@ export class HttpClient {
             waitMs = this.backoff(attempt);
           }
           retryReason = String(status);
-        } catch (error) {
-          if (error instanceof HttpError) throw error;
-          // Aborted by the caller: says nothing about the host.
-          if (signal?.aborted) throw aborted();
-          const code = (error as { code?: string }).code ?? (error as Error).name;
-          lastProblem = `${code}: ${(error as Error).message}`;
-          this.requests?.inc({ host, status: 'error' });
-          this.breaker.failed(host);
-          // Connection refused means nothing was sent; any other network error may have been carried out.
-          if (!idempotent && code !== 'ECONNREFUSED') {
-            throw new HttpError(`${method} ${shownUrl} failed (${lastProblem}); not retried: not idempotent`, shownUrl);
-          }
-          waitMs = this.backoff(attempt);
-          retryReason = 'network';
         }
       } finally {
         if (probe) this.breaker.release(host);

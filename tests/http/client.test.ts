@@ -179,6 +179,23 @@ describe('HttpClient against the simulator', () => {
     await expect(client.request({ url: dead })).rejects.toThrow(CircuitOpenError);
   });
 
+  it('does not send a request again, nor blame the host, when recording its answer fails', async () => {
+    const pacer = {
+      acquire: async () => 0,
+      observe: async (): Promise<void> => {
+        throw new Error('pacer: connection to Postgres lost');
+      },
+    };
+    const circuits = new CircuitRegistry();
+    const client = new HttpClient({ ...fast, pacer, breaker: { failureThreshold: 1, cooldownMs: 60_000, circuits } });
+    sim.resetStats();
+    await expect(client.request({ url: `${sim.url}/api/items` })).rejects.toThrow('pacer: connection to Postgres lost');
+    expect(sim.stats.requests).toBe(1);
+    // The host answered: its circuit is not open.
+    pacer.observe = async () => undefined;
+    await expect(client.request({ url: `${sim.url}/api/items` })).resolves.toMatchObject({ status: 200 });
+  });
+
   it('shares the circuit of a host between clients: the client of the next run still fails fast', async () => {
     const breaker = { failureThreshold: 2, cooldownMs: 30_000 };
     const dead = 'http://127.0.0.3:9/';

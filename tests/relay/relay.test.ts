@@ -267,7 +267,11 @@ describe('relay', () => {
     const strict = await startRelay({ schemasDir: contractDir({}), metrics });
     await waitUntil(async () => (await pendingCount(source)) === 0);
     expect(await failedCount(source)).toBe(1);
-    await waitUntil(async () => /conveyor_relay_outbox_failed\{[^}]*\} [1-9]/.test(await metrics.metrics()), 10_000);
+    await strict.measureFailed();
+    const { rows: failedRows } = await pool.query('SELECT count(*)::int AS n FROM outbox WHERE failed_at IS NOT NULL');
+    expect(await metrics.metrics()).toMatch(
+      new RegExp(`conveyor_relay_outbox_failed\\{[^}]*\\} ${failedRows[0].n}\\n`),
+    );
     await strict.stop();
     // The DLQ copy is on the topic before the row is marked failed.
     const env = { DATABASE_URL: process.env.DATABASE_URL };

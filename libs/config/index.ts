@@ -8,15 +8,15 @@ import path from 'node:path';
 export const SETTINGS = {
   DATABASE_URL: {
     default: 'postgres://postgres@127.0.0.1:5432/conveyor',
-    help: 'Postgres connection string. The database is created by `stack up` / `migrate` if missing.',
+    help: 'Postgres connection URL (postgres:// or postgresql://). The database is created by `stack up` / `migrate` if missing.',
   },
   KAFKA_BROKERS: {
     default: '127.0.0.1:9092',
-    help: 'Comma-separated Kafka bootstrap brokers.',
+    help: 'Comma-separated Kafka bootstrap brokers, each host:port.',
   },
   SCHEMA_REGISTRY_URL: {
     default: 'http://127.0.0.1:8081/apis/ccompat/v7',
-    help: "Base URL of a registry speaking Confluent Schema Registry's REST API; credentials in it (https://user:password@host/...) are sent as HTTP Basic authentication.",
+    help: "Base http:// or https:// URL of a registry speaking Confluent Schema Registry's REST API; credentials in it (https://user:password@host/...) are sent as HTTP Basic authentication.",
   },
   CONVEYOR_HOME: {
     default: '.conveyor',
@@ -128,7 +128,7 @@ export const SETTINGS = {
   },
   SINK_DUCKDB_MEMORY: {
     default: '128MB',
-    help: "Memory limit of the sink's in-process DuckDB, which merges entity datasets (loaded at the first merge).",
+    help: "Memory limit of the sink's in-process DuckDB, which merges entity datasets (loaded at the first merge): a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).",
   },
   SINK_SESSION_TIMEOUT_MS: {
     default: '30000',

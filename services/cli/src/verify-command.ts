@@ -21,7 +21,7 @@ export function registerVerifyCommand(program: Command): void {
     .option('--json', 'print one JSON line per layer')
     .option(
       '--memory <size>',
-      "DuckDB's memory limit for the counts, e.g. 2GB (default 512MB; they spill to disk beyond it)",
+      "DuckDB's memory limit for the counts: a number and a unit (B, KB…TB, KiB…TiB), e.g. 2GB (default 512MB; they spill to disk beyond it)",
       memorySizeOption,
     )
     .action(async (options: VerifyFlags) => {

@@ -35,22 +35,22 @@ export function registerVolumeCommand(program: Command): void {
   program
     .command('volume')
     .description(
-      'Volume anomalies: per source, the events accepted in the last complete hour against the hours before it, as a Z-score (hours with none count as 0). Exits 1 when any source is an anomaly: run it from cron or Airflow.',
+      'Volume anomalies: per source, the events accepted in the last complete hour against the hours before it, as a Z-score (hours with none count as 0). Exits 1 when any source is an anomaly (or on an error, a bad option included): run it from cron or Airflow.',
     )
     .option('-s, --source <name...>', 'only these sources')
     .option('--at <time>', 'check the last complete hour before this time (ISO 8601; default now)', time)
     .option(
       '--baseline-hours <n>',
-      'hours before the checked one that make the baseline',
+      'hours before the checked one that make the baseline (a whole number, 2 or more)',
       number('--baseline-hours'),
       168,
     )
     .option(
       '--min-baseline-hours <n>',
-      'a source with less history is listed but not judged (default 24, or the baseline if shorter)',
+      'a source with fewer hours of history is listed but not judged (2 up to the baseline; default 24, or the baseline if shorter)',
       number('--min-baseline-hours'),
     )
-    .option('--threshold <z>', '|z| at or above this is an anomaly', number('--threshold'), 3)
+    .option('--threshold <z>', '|z| at or above this is an anomaly (above 0)', number('--threshold'), 3)
     .option('--json', 'print one JSON line per source')
     .action(async (options: VolumeFlags) => {
       const pool = createPool({ max: 1, applicationName: 'conveyor-volume' });

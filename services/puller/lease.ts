@@ -66,7 +66,7 @@ export async function withLease<T>(
       renewLease(pool, source, owner, ttlMs).then(
         (held) => {
           if (!held) {
-            lost.abort();
+            lost.abort(new Error(`lease on source ${source} was lost (expired or taken over)`));
             clearInterval(timer);
           }
         },

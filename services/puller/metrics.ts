@@ -3,7 +3,8 @@ import type { WaitReason } from '../../libs/http/index.ts';
 import { Counter, Gauge, type Registry } from '../../libs/observability/index.ts';
 import type { PageProgress } from './engine.ts';
 
-export type RunResult = 'succeeded' | 'failed' | 'skipped';
+/** stopped: ended by SIGTERM / SIGINT, not by a fault. */
+export type RunResult = 'succeeded' | 'failed' | 'skipped' | 'stopped';
 
 /** Prometheus metrics of the puller; the HTTP client adds requests, retries and circuit state to the same registry. */
 export class PullMetrics {

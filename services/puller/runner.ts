@@ -54,10 +54,13 @@ export async function pullOnce(def: SourceDefinition, opts: PullOptions): Promis
       opts.metrics?.run(def.name, result);
       return stats;
     } catch (error) {
-      opts.metrics?.run(def.name, 'failed');
+      // A run ended by a stop is not a failure: every deploy would look like one.
+      const result = opts.signal?.aborted ? 'stopped' : 'failed';
+      opts.metrics?.run(def.name, result);
       await opts.pool
-        .query(`UPDATE pull_runs SET finished_at = clock_timestamp(), status = 'failed', error = $2 WHERE id = $1`, [
+        .query(`UPDATE pull_runs SET finished_at = clock_timestamp(), status = $2, error = $3 WHERE id = $1`, [
           runId,
+          result,
           (error as Error).message,
         ])
         .catch(() => undefined);
@@ -84,7 +87,7 @@ export async function runScheduler(defs: SourceDefinition[], opts: SchedulerOpti
         try {
           opts.onRun?.(def.name, await pullOnce(def, { ...opts, waitLeaseMs: 0 }));
         } catch (error) {
-          if (!(error instanceof LeaseBusyError)) opts.onRun?.(def.name, error as Error);
+          if (!(error instanceof LeaseBusyError) && !opts.signal?.aborted) opts.onRun?.(def.name, error as Error);
         }
         const jitter = (random() * 2 - 1) * def.schedule.jitter_ms;
         let wait = Math.max(0, def.schedule.every_ms + jitter);

@@ -136,6 +136,13 @@ export function loadSources(file: string, env: NodeJS.ProcessEnv = process.env):
   if (defs === null || typeof defs !== 'object' || Array.isArray(defs)) {
     throw new ConfigError('WEBHOOK_SOURCES_FILE', `${file} needs a "sources" object keyed by source name`);
   }
+  const extra = Object.keys(doc as object).filter((key) => key !== 'sources');
+  if (extra.length > 0) {
+    throw new ConfigError(
+      'WEBHOOK_SOURCES_FILE',
+      `${file}: unknown top-level field(s) ${extra.join(', ')} (only "sources")`,
+    );
+  }
   for (const [name, def] of Object.entries(defs as Record<string, unknown>)) {
     sources.set(name, parseSource(name, def, env, true)!);
   }

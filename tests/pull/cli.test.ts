@@ -135,7 +135,7 @@ describe('conveyor pull --all', () => {
     const raw = changeFeedDefinition(sim.url, { schedule: { every: '500ms', jitter: '100ms' } });
     const dir = await definitionsDir(raw);
     const child = spawn(process.execPath, [BIN, 'pull', '--all'], {
-      env: { ...process.env, ...env(dir), PULL_SOURCES: ` ${raw.name}, ` },
+      env: { ...process.env, ...env(dir), PULL_SOURCES: ` ${raw.name}, ,${raw.name}` },
     });
     let stderr = '';
     child.stderr.on('data', (d) => {

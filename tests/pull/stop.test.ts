@@ -36,10 +36,13 @@ describe('stopping a run (SIGTERM)', () => {
     const run = pullOnce(def, { pool, owner: 'stop-test', leaseTtlMs: 30_000, waitLeaseMs: 0, signal: stop.signal });
     run.catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    stop.abort();
+    stop.abort(new Error('stopping on SIGTERM'));
     // Without the signal reaching the client this waits the 120 s out, past the test's timeout.
-    await expect(run).rejects.toThrow();
+    await expect(run).rejects.toThrow('stopping on SIGTERM');
     expect(sim.stats.requests).toBe(0);
     expect(await eventIds(pool, def.name)).toEqual([]);
+    // A stop is not a failure: a deploy would otherwise look like failed runs.
+    const { rows } = await pool.query('SELECT status FROM pull_runs WHERE source = $1', [def.name]);
+    expect(rows).toEqual([{ status: 'stopped' }]);
   });
 });

@@ -33,6 +33,9 @@ describe('webhook sources (pure logic)', () => {
     expect(() => loadSources('/no/such/file.yaml', env)).toThrow(/cannot read \/no\/such\/file.yaml/);
     expect(() => loadSources(file('sources: [1'), env)).toThrow(/not valid YAML or JSON/);
     expect(() => loadSources(file('other: {}'), env)).toThrow(/needs a "sources" object/);
+    expect(() => loadSources(file('sources: {}\nsorces: { x: 1 }'), env)).toThrow(
+      /unknown top-level field\(s\) sorces/,
+    );
     expect(() => loadSources(file('sources:\n  x: { scheme: md5, secret_env: K }'), env)).toThrow(
       /source "x": scheme must be one of github, stripe, standard-webhooks, hmac/,
     );

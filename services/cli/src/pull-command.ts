@@ -18,7 +18,8 @@ function summary(name: string, s: RunStats): string {
   return (
     `${name}: ${s.pages} page(s), ${s.records} record(s): ${s.accepted} new, ${s.duplicates} duplicate, ` +
     `${s.stale} stale, ${s.quarantined} quarantined${s.notModified ? ', not modified (ETag)' : ''}; ` +
-    `${s.throttled} throttled, waited ${waited} s; checkpoint ${JSON.stringify(s.checkpoint)}`
+    `${s.throttled} throttled, waited ${waited} s; checkpoint ${JSON.stringify(s.checkpoint)}` +
+    (s.warning ? `; warning: ${s.warning}` : '')
   );
 }
 
@@ -102,7 +103,7 @@ export function registerPullCommand(program: Command): void {
         };
         try {
           if (opts.all) {
-            const chosen = listSetting('PULL_SOURCES');
+            const chosen = [...new Set(listSetting('PULL_SOURCES'))];
             const unknown = chosen.filter((name) => !defs.has(name));
             if (unknown.length > 0) {
               fail(
@@ -112,9 +113,9 @@ export function registerPullCommand(program: Command): void {
             }
             const scheduled = chosen.length > 0 ? chosen.map((name) => defs.get(name)!) : [...defs.values()];
             const controller = new AbortController();
-            const stop = () => controller.abort();
-            process.once('SIGINT', stop);
-            process.once('SIGTERM', stop);
+            const stop = (signal: string) => () => controller.abort(new Error(`stopping on ${signal}`));
+            process.once('SIGINT', stop('SIGINT'));
+            process.once('SIGTERM', stop('SIGTERM'));
             const metrics = new PullMetrics(
               createMetrics('puller'),
               pool,
@@ -132,7 +133,7 @@ export function registerPullCommand(program: Command): void {
                 ),
             });
             // Not subject to --quiet: with PULL_PORT=0 this line is the only way to find the port.
-            process.stderr.write(`scheduler: /metrics /healthz /readyz on http://127.0.0.1:${ops.port}\n`);
+            process.stderr.write(`scheduler: /metrics /healthz /readyz on http://${setting('OPS_HOST')}:${ops.port}\n`);
             log(`scheduler: ${scheduled.length} source(s): ${scheduled.map((d) => d.name).join(', ')}`);
             try {
               await runScheduler(scheduled, {

@@ -131,6 +131,18 @@ function payloadProblem(serialised: string): string | undefined {
   return undefined;
 }
 
+/**
+ * appendEvents' checks, without writing: for a caller that commits one input in several transactions
+ * (a big dropped file) and must refuse bad input before the first. Throws OutboxInputError.
+ */
+export function checkEvents(events: readonly NewEvent[]): void {
+  events.forEach(validate);
+  events.forEach((event, index) => {
+    const problem = payloadProblem(JSON.stringify(event.payload));
+    if (problem) throw new OutboxInputError(index, 'payload', problem);
+  });
+}
+
 /** One element of the statement's JSON document; the names are the SQL column names. */
 interface InputRow {
   ord: number;

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerDemoCommand } from './demo-command.ts';
 import { registerDlqCommands } from './dlq-command.ts';
+import { registerDropsCommand } from './drops-command.ts';
 import { registerMigrateCommand } from './migrate-command.ts';
 import { registerPullCommand } from './pull-command.ts';
 import { registerQueryCommand } from './query-command.ts';
@@ -22,6 +23,7 @@ registerDemoCommand(program);
 registerStackCommands(program);
 registerMigrateCommand(program);
 registerPullCommand(program);
+registerDropsCommand(program);
 registerRelayCommand(program);
 registerSchemaCommands(program);
 registerSinkCommand(program);

@@ -27,6 +27,8 @@ export interface DropOptions {
    */
   done?: Map<string, string>;
   onFile?: (outcome: FileOutcome) => void;
+  /** Stops the pass before its next file or chunk; what is committed stays, and a rerun resumes. */
+  signal?: AbortSignal;
 }
 
 export type FileOutcome =
@@ -42,6 +44,7 @@ export type FileOutcome =
     }
   | { file: string; status: 'already-processed'; sha256: string; firstName: string; processedAt: Date }
   | { file: string; status: 'refused'; error: string }
+  | { file: string; status: 'interrupted'; records: number; recordsDone: number }
   | { file: string; status: 'unsettled' }
   | { file: string; status: 'unknown-format' };
 
@@ -232,6 +235,8 @@ async function ingestFile(
   let duplicates = 0;
   let from = resumedAfter;
   do {
+    if (options.signal?.aborted)
+      return { file: name, status: 'interrupted', records: events.length, recordsDone: from };
     const to = Math.min(from + chunk, events.length);
     const committed = await commitChunk(options, manifest, events, from, to);
     if ('movedTo' in committed) {
@@ -273,6 +278,7 @@ export async function ingestDrops(options: DropOptions): Promise<FileOutcome[]> 
     await new Promise((resolve) => setTimeout(resolve, options.settleMs));
   }
   for (const { name, format, first } of looked) {
+    if (options.signal?.aborted) break;
     if (!format || !first) {
       report({ file: name, status: 'unknown-format' });
       continue;
@@ -290,7 +296,8 @@ export async function ingestDrops(options: DropOptions): Promise<FileOutcome[]> 
       if (!(error instanceof DropRefusedError)) throw error;
       outcome = { file: name, status: 'refused', error: error.message };
     }
-    if (outcome.status !== 'unsettled') options.done?.set(name, fingerprint(second));
+    if (outcome.status !== 'unsettled' && outcome.status !== 'interrupted')
+      options.done?.set(name, fingerprint(second));
     report(outcome);
   }
   return outcomes;

@@ -60,6 +60,35 @@ describe('conveyor drops --once', () => {
     expect(await manifestRows(pool, source)).toMatchObject([{ records: total, records_done: total }]);
   });
 
+  it('on SIGTERM stops before the next chunk, says where, exits 1; the rerun finishes', async () => {
+    const dir = await dropsDir();
+    const source = dropSource();
+    const total = 20_000;
+    await writeFile(path.join(dir, 'big.ndjson'), Array.from({ length: total }, (_, i) => `{"id":${i}}`).join('\n'));
+    const args = ['drops', '--source', source, '--dir', dir, '--once', '--settle', '0', '--chunk', '500'];
+    const child = spawn(BIN, args);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    while (((await manifestRows(pool, source))[0]?.records_done ?? 0) === 0) await sleep(5);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(1);
+    const [stoppedAt] = await manifestRows(pool, source);
+    expect(stoppedAt!.records_done).toBeLessThan(total);
+    expect(stdout).toContain(`big.ndjson: stopped after record ${stoppedAt!.records_done} of ${total} (committed;`);
+    expect(stderr).toContain('stopped on a signal before the end of the pass; a rerun resumes');
+    expect((await counts(pool, source)).events).toBe(stoppedAt!.records_done);
+    const rerun = await runCli(args);
+    expect(rerun.code).toBe(0);
+    expect(await counts(pool, source)).toEqual({ events: total, outbox: total, distinct: total });
+  });
+
   it('prints one line per file and a summary; a re-dropped file is reported skipped; exit 0', async () => {
     const dir = await dropsDir();
     const source = dropSource();

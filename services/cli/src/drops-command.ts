@@ -1,9 +1,10 @@
 import { stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { FileOutcome } from '../../drops/ingest.ts';
 import { wholeNumberOption } from './options.ts';
 
-/** Exit codes: 0 every file ingested or skipped, 1 a file refused or the run failed, 2 bad usage. */
+/** Exit codes: 0 every file ingested or skipped, 1 a file refused, the run stopped or failed, 2 bad usage. */
 const EXIT = { failed: 1, usage: 2 } as const;
 
 const SOURCE_NAME = /^[A-Za-z0-9._-]+$/;
@@ -31,6 +32,8 @@ function describe(outcome: FileOutcome): string {
       );
     case 'already-processed':
       return `${outcome.file}: skipped: its content was already processed (as ${outcome.firstName}, ${outcome.processedAt.toISOString()})`;
+    case 'interrupted':
+      return `${outcome.file}: stopped after record ${outcome.recordsDone} of ${outcome.records} (committed; the next pass resumes there)`;
     case 'unsettled':
       return `${outcome.file}: still being written (size or mtime changed); left for the next pass`;
     case 'unknown-format':
@@ -46,7 +49,8 @@ function summary(source: string, outcomes: readonly FileOutcome[]): string {
   return (
     `drops ${source}: ${count('ingested')} file(s) ingested (${newEvents} new event(s)), ` +
     `${count('already-processed')} already processed, ${count('refused')} refused, ` +
-    `${count('unsettled')} still being written`
+    `${count('unsettled')} still being written` +
+    (count('interrupted') > 0 ? `, ${count('interrupted')} stopped part-way` : '')
   );
 }
 
@@ -103,6 +107,11 @@ export function registerDropsCommand(program: Command): void {
           import('../../drops/storage.ts'),
         ]);
         const pool = createPool({ max: 2, applicationName: 'conveyor-drops' });
+        // SIGINT / SIGTERM stop the run before its next file or chunk: what is committed stays.
+        const controller = new AbortController();
+        const stop = () => controller.abort();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
         // A file still being written or of no known format is reported once, not on every pass of --watch.
         const told = new Set<string>();
         const options = {
@@ -116,6 +125,7 @@ export function registerDropsCommand(program: Command): void {
           chunkRecords: opts.chunk,
           settleMs: opts.settle,
           done: new Map<string, string>(),
+          signal: controller.signal,
           onFile: (outcome: FileOutcome) => {
             const line = describe(outcome);
             if (outcome.status === 'unsettled' || outcome.status === 'unknown-format') {
@@ -130,22 +140,16 @@ export function registerDropsCommand(program: Command): void {
           if (opts.once) {
             const outcomes = await ingestDrops(options);
             process.stdout.write(`${summary(opts.source, outcomes)}\n`);
-            if (outcomes.some((o) => o.status === 'refused')) process.exitCode = EXIT.failed;
+            if (controller.signal.aborted) {
+              process.stderr.write('conveyor drops: stopped on a signal before the end of the pass; a rerun resumes\n');
+            }
+            if (controller.signal.aborted || outcomes.some((o) => o.status === 'refused'))
+              process.exitCode = EXIT.failed;
             return;
           }
-          const controller = new AbortController();
-          const stop = () => controller.abort();
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
           while (!controller.signal.aborted) {
             await ingestDrops(options);
-            await new Promise<void>((resolve) => {
-              const timer = setTimeout(resolve, opts.watch);
-              controller.signal.addEventListener('abort', () => {
-                clearTimeout(timer);
-                resolve();
-              });
-            });
+            await sleep(opts.watch, undefined, { signal: controller.signal }).catch(() => undefined);
           }
         } catch (error) {
           fail(EXIT.failed, `pass over ${opts.dir} failed: ${(error as Error).message}`);

@@ -228,6 +228,13 @@ async function ingestFile(
     ? { name: known.file_name, sha256, mtime: known.file_mtime }
     : { name, sha256, mtime: new Date(Math.floor(stat.mtimeMs)) };
   const events = toEvents(options, file, records);
+  if (known && known.records !== events.length) {
+    throw new DropRefusedError(
+      name,
+      undefined,
+      `a run begun on this content read ${known.records} record(s), this one ${events.length} (another --format?)`,
+    );
+  }
   const manifest = { ...file, size: bytes.length, format, records: events.length };
   const chunk = options.chunkRecords ?? DEFAULT_CHUNK_RECORDS;
   const resumedAfter = known?.records_done ?? 0;

@@ -160,6 +160,19 @@ describe('the manifest', () => {
     expect(await manifestRows(pool, other)).toMatchObject([{ records: 25, records_done: 25 }]);
   });
 
+  it('two passes at once on one folder write each chunk once', async () => {
+    const dir = await dropsDir();
+    const source = dropSource();
+    await writeFile(path.join(dir, 'shared.ndjson'), Array.from({ length: 2000 }, (_, i) => `{"id":${i}}`).join('\n'));
+    const both = await Promise.all([
+      ingestOnce(pool, source, dir, { chunkRecords: 100 }),
+      ingestOnce(pool, source, dir, { chunkRecords: 100 }),
+    ]);
+    const accepted = both.flat().reduce((sum, o) => sum + (o.status === 'ingested' ? o.accepted + o.duplicates : 0), 0);
+    expect(accepted).toBe(2000);
+    expect(await counts(pool, source)).toEqual({ events: 2000, outbox: 2000, distinct: 2000 });
+  });
+
   it('an empty file is processed once with 0 records', async () => {
     const dir = await dropsDir();
     const source = dropSource();

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../../libs/db/index.ts';
-import { runCli } from '../cli/run-cli.ts';
+import { runCli, startCli } from '../cli/run-cli.ts';
 import { testPool } from '../helpers/real-stack.ts';
 import { counts, dropSource, dropsDir, manifestRows } from './helpers.ts';
 
@@ -66,19 +66,11 @@ describe('conveyor drops --once', () => {
     const total = 20_000;
     await writeFile(path.join(dir, 'big.ndjson'), Array.from({ length: total }, (_, i) => `{"id":${i}}`).join('\n'));
     const args = ['drops', '--source', source, '--dir', dir, '--once', '--settle', '0', '--chunk', '500'];
-    const child = spawn(BIN, args);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const { child, result } = startCli(args);
     while (((await manifestRows(pool, source))[0]?.records_done ?? 0) === 0) await sleep(5);
     child.kill('SIGTERM');
-    expect(await exited).toBe(1);
+    const { code, stdout, stderr } = await result;
+    expect(code).toBe(1);
     const [stoppedAt] = await manifestRows(pool, source);
     expect(stoppedAt!.records_done).toBeLessThan(total);
     expect(stdout).toContain(`big.ndjson: stopped after record ${stoppedAt!.records_done} of ${total} (committed;`);

@@ -215,6 +215,9 @@ export function isMemorySize(value: string): boolean {
   return match !== null && Number(match[1]) > 0;
 }
 
+/** What a definition may name as the environment variable holding a secret or a value. */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 export const MEMORY_SIZE_FORM = 'a size such as 512MB, 2GB or 1.5GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)';
 
 /**

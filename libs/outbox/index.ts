@@ -49,6 +49,17 @@ const ESCAPED_NUL = /(^|[^\\])(\\\\)*\\u0000/;
 const ESCAPED_LONE_SURROGATE = /(^|[^\\])(\\\\)*\\ud[89a-f][0-9a-f]{2}/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(^|[^\ud800-\udbff])[\udc00-\udfff]/;
 
+/**
+ * A time read from a record (an API's field, a file's column): ISO-8601 text, or an epoch number in
+ * seconds (below 1e11) or milliseconds; anything else is unparseable.
+ */
+export function parseTime(value: unknown): Date | undefined {
+  let date: Date | undefined;
+  if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
+  else if (typeof value === 'number' && Number.isFinite(value)) date = new Date(value < 1e11 ? value * 1000 : value);
+  return date && !Number.isNaN(date.getTime()) ? date : undefined;
+}
+
 /** Topic naming: one topic per source. Its value subject is `<topic>-value` (TopicNameStrategy). */
 export function topicFor(source: string): string {
   return `conveyor.${source}`;
@@ -131,6 +142,11 @@ function payloadProblem(serialised: string): string | undefined {
   return undefined;
 }
 
+function checkPayload(payload: Record<string, unknown>, index: number): void {
+  const problem = payloadProblem(JSON.stringify(payload));
+  if (problem) throw new OutboxInputError(index, 'payload', problem);
+}
+
 /**
  * appendEvents' checks, without writing: for a caller that commits one input in several transactions
  * (a big dropped file) and must refuse bad input before the first. Throws OutboxInputError.
@@ -138,8 +154,7 @@ function payloadProblem(serialised: string): string | undefined {
 export function checkEvents(events: readonly NewEvent[]): void {
   events.forEach(validate);
   events.forEach((event, index) => {
-    const problem = payloadProblem(JSON.stringify(event.payload));
-    if (problem) throw new OutboxInputError(index, 'payload', problem);
+    checkPayload(event.payload, index);
   });
 }
 
@@ -171,8 +186,7 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
     const key = `${event.source}\u0000${event.eventId}`;
     if (seen.has(key)) {
       // A repeat writes nothing, but its payload is still checked like every other.
-      const problem = payloadProblem(JSON.stringify(event.payload));
-      if (problem) throw new OutboxInputError(index, 'payload', problem);
+      checkPayload(event.payload, index);
       return;
     }
     seen.add(key);
@@ -195,10 +209,7 @@ export async function appendEvents(client: Queryable, events: NewEvent[]): Promi
     // Name the payload Postgres would refuse before anything is sent. The cheap test of the whole
     // document keeps the per-payload search off the common path.
     if (payloadProblem(document)) {
-      for (const row of rows) {
-        const problem = payloadProblem(JSON.stringify(row.payload));
-        if (problem) throw new OutboxInputError(row.ord, 'payload', problem);
-      }
+      for (const row of rows) checkPayload(row.payload, row.ord);
     }
     // Named, so each connection parses and plans the statement once rather than on every append.
     const result = await client.query<{ ord: number; outbox_id: string | null }>({

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Pool, withTransaction } from '../../libs/db/index.ts';
-import { appendEvents, checkEvents, type NewEvent, OutboxInputError } from '../../libs/outbox/index.ts';
+import { appendEvents, checkEvents, type NewEvent, OutboxInputError, parseTime } from '../../libs/outbox/index.ts';
 import { type DropFormat, DropFormatError, formatOf, type ParsedRecord, parseRecords } from './formats.ts';
 import type { DropFileStat, DropStorage } from './storage.ts';
 
@@ -70,17 +70,9 @@ function where(record?: number, line?: number): string | undefined {
   return record !== undefined ? `record ${record}` : undefined;
 }
 
-/** ISO 8601 text, or epoch seconds (below 1e11) or milliseconds as a number or digits. */
+/** As parseTime, and epoch digits as text too: every CSV value is text. */
 export function parseEventTime(value: unknown): Date | undefined {
-  let date: Date | undefined;
-  if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
-  else if (typeof value === 'string' && /^\d+(\.\d+)?$/.test(value)) date = epochDate(Number(value));
-  else if (typeof value === 'number' && Number.isFinite(value)) date = epochDate(value);
-  return date && !Number.isNaN(date.getTime()) ? date : undefined;
-}
-
-function epochDate(value: number): Date {
-  return new Date(value < 1e11 ? value * 1000 : value);
+  return parseTime(typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value);
 }
 
 /** What identifies a file's content: the manifest's key and the first part of each event id. */

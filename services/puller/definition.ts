@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { projectPath } from '../../libs/config/index.ts';
+import { ENV_NAME, projectPath } from '../../libs/config/index.ts';
 
 /**
  * A REST source is a definition file (YAML or JSON), not code. This module loads and validates one,
@@ -90,7 +90,6 @@ const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** RFC 9110 token: what a header name may be made of. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Reads fields of one object and fails naming the file and the dotted field. */
 class Reader {

@@ -9,7 +9,7 @@ import {
   requestFingerprint,
   type WaitReason,
 } from '../../libs/http/index.ts';
-import { appendEvents, type NewEvent } from '../../libs/outbox/index.ts';
+import { appendEvents, type NewEvent, parseTime } from '../../libs/outbox/index.ts';
 import { PgTokenBucket } from '../../libs/ratelimit/index.ts';
 import type { SourceDefinition } from './definition.ts';
 import type { PullMetrics } from './metrics.ts';
@@ -160,14 +160,6 @@ export function pick(value: unknown, dotted: string): unknown {
     current = (current as Json)[part];
   }
   return current;
-}
-
-/** ISO-8601 text or epoch seconds / milliseconds; anything else is unparseable. */
-export function parseTime(value: unknown): Date | undefined {
-  let date: Date | undefined;
-  if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
-  else if (typeof value === 'number' && Number.isFinite(value)) date = new Date(value < 1e11 ? value * 1000 : value);
-  return date && !Number.isNaN(date.getTime()) ? date : undefined;
 }
 
 /** A record's version (newer wins): its updated_at as text for the event id, and in µs for comparisons. */

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { Webhook } from 'standardwebhooks';
 import YAML from 'yaml';
-import { ConfigError } from '../../libs/config/index.ts';
+import { ConfigError, ENV_NAME } from '../../libs/config/index.ts';
 import { type HmacOptions, SCHEMES, type Scheme } from './verify.ts';
 
 /**
@@ -29,7 +29,6 @@ export interface WebhookSource {
 
 const NAME = /^[A-Za-z0-9._-]{1,200}$/;
 const HEADER = /^[A-Za-z0-9-]{1,100}$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const FIELDS = ['scheme', 'secret_env', 'entity_key_path'];
 const HMAC_FIELDS = ['header', 'encoding', 'prefix', 'id_header', 'type_header'];
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { parseTime } from '../../libs/outbox/index.ts';
 import { BUILT_IN_DIR, loadDefinitions, parseDefinition } from '../../services/puller/definition.ts';
-import { nextLink, parseTime } from '../../services/puller/engine.ts';
+import { nextLink } from '../../services/puller/engine.ts';
 
 const valid = {
   name: 'orders',
